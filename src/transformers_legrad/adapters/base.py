@@ -1,0 +1,236 @@
+"""The seam between the LeGrad engine and a model family.
+
+An adapter knows where a family keeps its vision blocks, norms and heads; the engine knows LeGrad. Everything the
+engine asks of a family is on `FamilyAdapter`:
+
+- `blocks` and `attention_projections(block)`: the vision blocks, and for each the modules whose output is the
+  attention's values V and whose input is the attention context A @ V (heads concatenated).
+- `prepare_pixels(...)`: validate model-ready pixel tensors and describe the patch grid they give.
+- `image_features(...)`: the trunk forward, giving the final image readout (normalized embedding or logits).
+- `layer_features(tokens, pixels)`: LeGrad's per-layer readout from one block's output tokens.
+- `pooling_head_attention(tokens, pixels)`: for families whose score is explained through an attention-pooling
+  head (SigLIP), that head recomputed by hand so its attention context is a differentiable handle.
+
+A readout is a vector per image: the L2-normalized image embedding of a dual encoder, or the logits of a
+classifier. Each prompt or class is a direction in that space (a text embedding, a one-hot row), so every family's
+score is `<readout, direction>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class PixelInputs:
+    """Model-ready image tensors and the patch grid they produce.
+
+    Attributes:
+        model_kwargs: keyword arguments for the vision trunk (`pixel_values`, and per family
+            `interpolate_pos_encoding`, `pixel_attention_mask`, `spatial_shapes`).
+        grid_shapes: the (height, width) patch grid of each image, in patches.
+        image_sizes: the (height, width) processed size of each image, in pixels.
+        valid_tokens: bool [batch, tokens] of real (non-padding) tokens, or None when every token is real.
+    """
+
+    model_kwargs: dict[str, object]
+    grid_shapes: list[tuple[int, int]]
+    image_sizes: list[tuple[int, int]]
+    valid_tokens: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.grid_shapes)
+
+
+@dataclass
+class AttentionHandle:
+    """A differentiable handle on one attention's probabilities, through the identity dS/dA_h = dS/dO_h @ V_h^T.
+
+    Attributes:
+        context: [batch, queries, heads * head_dim], the attention output A @ V with heads concatenated, a leaf
+            that requires grad and feeds the rest of the readout.
+        values: [batch, keys, heads * head_dim], the attention values V (no grad needed).
+        num_heads: number of heads.
+    """
+
+    context: torch.Tensor
+    values: torch.Tensor
+    num_heads: int
+
+
+@dataclass
+class TextInputs:
+    """Tokenized prompts for a dual encoder's text tower."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class FamilyAdapter:
+    """Base class of the per-family adapters; see the module docstring for the contract.
+
+    Attributes:
+        model_classes: names of the transformers classes this adapter explains.
+        is_dual_encoder: True for image-text models (prompts), False for classifiers (targets).
+        explains_pooling_head: True when LeGrad differentiates the pooling head's attention (SigLIP) instead of
+            each block's self-attention.
+        num_prefix_tokens: tokens before the patch tokens (CLS, distillation token).
+    """
+
+    model_classes: ClassVar[tuple[str, ...]] = ()
+    is_dual_encoder: ClassVar[bool] = False
+    explains_pooling_head: ClassVar[bool] = False
+    default_correction: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    # --- structure -----------------------------------------------------------------------------------------
+    @property
+    def vision_config(self):
+        raise NotImplementedError
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        raise NotImplementedError
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.vision_config.patch_size)
+
+    @property
+    def num_channels(self) -> int:
+        return int(getattr(self.vision_config, "num_channels", 3))
+
+    @property
+    def input_device(self) -> torch.device:
+        return self.blocks[0].parameters().__next__().device
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return self.blocks[0].parameters().__next__().dtype
+
+    def attention_projections(self, block: nn.Module) -> tuple[nn.Module, nn.Module, int]:
+        """(value projection, output projection, number of heads) of one block's self-attention."""
+        raise NotImplementedError
+
+    # --- inputs --------------------------------------------------------------------------------------------
+    def prepare_pixels(self, pixel_values: torch.Tensor, **extra: torch.Tensor | None) -> PixelInputs:
+        """Validate image tensors [batch, channels, height, width] and describe their patch grid."""
+        if extra.get("pixel_attention_mask") is not None or extra.get("spatial_shapes") is not None:
+            raise ValueError(
+                f"{type(self.model).__name__} takes no `pixel_attention_mask`/`spatial_shapes`; pass only "
+                "`pixel_values` [batch, channels, height, width]."
+            )
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
+            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
+            raise ValueError(
+                f"`pixel_values` must be a tensor [batch, {self.num_channels}, height, width], got {shape}. "
+                "Pass images through the processor, or add the batch dimension with `.unsqueeze(0)`."
+            )
+        batch, channels, height, width = pixel_values.shape
+        if channels != self.num_channels:
+            raise ValueError(
+                f"`pixel_values` has {channels} channels but the model expects {self.num_channels} "
+                f"(shape {tuple(pixel_values.shape)}); convert the images to RGB, or use the processor."
+            )
+        patch = self.patch_size
+        if height < patch or width < patch:
+            raise ValueError(
+                f"`pixel_values` of {height}x{width} pixels is smaller than one {patch}x{patch} patch; "
+                f"resize the images (e.g. `image_size=`) to at least {patch} pixels per side."
+            )
+        if batch == 0:
+            raise ValueError("`pixel_values` holds no image (batch size 0).")
+        model_kwargs: dict[str, object] = {"pixel_values": pixel_values}
+        native = self.native_image_size
+        if native is not None and (height, width) != native:
+            model_kwargs["interpolate_pos_encoding"] = True
+        grid = (height // patch, width // patch)
+        return PixelInputs(model_kwargs, [grid] * batch, [(height, width)] * batch)
+
+    @property
+    def native_image_size(self) -> tuple[int, int] | None:
+        size = getattr(self.vision_config, "image_size", None)
+        if size is None:
+            return None
+        if isinstance(size, (tuple, list)):
+            return int(size[0]), int(size[1])
+        return int(size), int(size)
+
+    def processor_size_kwargs(self, image_processor, image_size: tuple[int, int]) -> dict[str, object]:
+        """Keyword arguments that make `image_processor` output images of `image_size` (height, width)."""
+        height, width = image_size
+        size = getattr(image_processor, "size", None) or {}
+        kwargs: dict[str, object] = {}
+        if "shortest_edge" in size:
+            kwargs["size"] = {"shortest_edge": min(height, width)}
+        else:
+            kwargs["size"] = {"height": height, "width": width}
+        if getattr(image_processor, "do_center_crop", False):
+            kwargs["crop_size"] = {"height": height, "width": width}
+        return kwargs
+
+    # --- forward pieces ------------------------------------------------------------------------------------
+    def image_features(self, pixels: PixelInputs) -> torch.Tensor:
+        """The model's own final readout [batch, features] (the trunk forward)."""
+        raise NotImplementedError
+
+    def layer_features(self, tokens: torch.Tensor, pixels: PixelInputs, score: str) -> torch.Tensor:
+        """LeGrad's readout [batch, features] from one block's output tokens [batch, tokens, hidden]."""
+        raise NotImplementedError
+
+    def pooling_head_attention(
+        self, tokens: torch.Tensor, pixels: PixelInputs, score: str
+    ) -> tuple[torch.Tensor, AttentionHandle]:
+        """(readout, handle on the pooling head's attention) for one block's output tokens."""
+        raise NotImplementedError
+
+    def final_scores(self, image_features: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+        """The model's own score [batch, prompts] from its final readout and the directions [batch, prompts, f]."""
+        return torch.einsum("bf,bkf->bk", image_features.float(), directions.float())
+
+    # --- prompts (dual encoders) ---------------------------------------------------------------------------
+    @property
+    def embedding_dim(self) -> int:
+        raise NotImplementedError
+
+    def text_features(self, text: TextInputs) -> torch.Tensor:
+        """Prompt embeddings [prompts, dim] from the model's own text tower (not normalized)."""
+        if not hasattr(self.model, "get_text_features"):
+            raise TypeError(
+                f"{type(self.model).__name__} has no text tower: pass `text_embeds` [prompts, {self.embedding_dim}] "
+                "instead of `text` (e.g. from the matching text model with projection)."
+            )
+        device = next(self.model.text_model.parameters()).device
+        attention_mask = None if text.attention_mask is None else text.attention_mask.to(device)
+        output = self.model.get_text_features(input_ids=text.input_ids.to(device), attention_mask=attention_mask)
+        return output.pooler_output
+
+    def tokenizer_kwargs(self, tokenizer) -> dict[str, object]:
+        """How this family's text tower expects prompts to be padded and truncated."""
+        return {"padding": True, "truncation": True, "max_length": self.max_text_length(tokenizer)}
+
+    def max_text_length(self, tokenizer) -> int:
+        """Prompts are truncated to what both the tokenizer and the text tower's position embeddings allow."""
+        tower = int(self.model.config.text_config.max_position_embeddings)
+        return min(tower, int(getattr(tokenizer, "model_max_length", tower) or tower))
+
+    # --- targets (classifiers) -----------------------------------------------------------------------------
+    @property
+    def num_labels(self) -> int:
+        return int(self.model.config.num_labels)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return {int(k): str(v) for k, v in (self.model.config.id2label or {}).items()}

@@ -1,0 +1,153 @@
+"""SigLIP and SigLIP 2: `SiglipModel`, `Siglip2Model`.
+
+SigLIP has no CLS token; its image embedding is a multi-head attention-pooling head (one learned probe query)
+over the tokens. Following the authors' code, LeGrad applies that head to each explained block's RAW output (no
+`post_layernorm`) and differentiates with respect to the head's attention probabilities. The head is an
+`nn.MultiheadAttention` whose returned weights are not in the autograd graph, so it is recomputed here by hand.
+`score="model"` applies `post_layernorm` first, as the model itself does.
+
+SigLIP 2 (NaFlex) takes pre-patchified images with `pixel_attention_mask` and `spatial_shapes`: each image has its
+own patch grid, and padded patches are masked out of the head and of the maps.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import AttentionHandle, FamilyAdapter, PixelInputs
+
+
+class SiglipAdapter(FamilyAdapter):
+    model_classes = ("SiglipModel",)
+    is_dual_encoder = True
+    explains_pooling_head = True
+    default_correction = True
+
+    @property
+    def vision_config(self):
+        return self.model.vision_model.config
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.vision_model.encoder.layers
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 0
+
+    @property
+    def head(self) -> nn.Module:
+        head = getattr(self.model.vision_model, "head", None)
+        if head is None:
+            raise TypeError(
+                f"This {type(self.model).__name__} has no attention-pooling head (`vision_use_head=False`); "
+                "LeGrad for SigLIP explains that head, so such models are not supported."
+            )
+        return head
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.vision_config.hidden_size)
+
+    def image_features(self, pixels: PixelInputs) -> torch.Tensor:
+        vision = self.model.vision_model(**pixels.model_kwargs)
+        return F.normalize(vision.pooler_output.float(), dim=-1)
+
+    def _head_key_mask(self, pixels: PixelInputs, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+        """Additive mask [batch, 1, 1, tokens] hiding padded patches from the head's attention."""
+        if pixels.valid_tokens is None:
+            return None
+        valid = pixels.valid_tokens.to(device)[:, None, None, :]
+        return torch.zeros(valid.shape, dtype=dtype, device=device).masked_fill(~valid, torch.finfo(dtype).min)
+
+    def pooling_head_attention(
+        self, tokens: torch.Tensor, pixels: PixelInputs, score: str
+    ) -> tuple[torch.Tensor, AttentionHandle]:
+        head = self.head
+        if score == "model":
+            tokens = self.model.vision_model.post_layernorm(tokens)
+        attention = head.attention
+        batch, num_tokens, hidden = tokens.shape
+        num_heads = attention.num_heads
+        head_dim = hidden // num_heads
+        w_query, w_key, w_value = attention.in_proj_weight.chunk(3)
+        b_query, b_key, b_value = attention.in_proj_bias.chunk(3)
+        with torch.no_grad():
+            probe = head.probe.expand(batch, -1, -1)
+            query = F.linear(probe, w_query, b_query).view(batch, 1, num_heads, head_dim).transpose(1, 2)
+            key = F.linear(tokens, w_key, b_key).view(batch, num_tokens, num_heads, head_dim).transpose(1, 2)
+            values = F.linear(tokens, w_value, b_value)
+            logits = (query @ key.transpose(-1, -2)) * head_dim**-0.5
+            key_mask = self._head_key_mask(pixels, logits.dtype, logits.device)
+            if key_mask is not None:
+                logits = logits + key_mask
+            probabilities = logits.softmax(dim=-1)
+            context = probabilities @ values.view(batch, num_tokens, num_heads, head_dim).transpose(1, 2)
+            context = context.transpose(1, 2).reshape(batch, 1, hidden)
+        context.requires_grad_(True)
+        pooled = attention.out_proj(context)
+        pooled = pooled + head.mlp(head.layernorm(pooled))
+        readout = F.normalize(pooled[:, 0].float(), dim=-1)
+        return readout, AttentionHandle(context=context, values=values, num_heads=num_heads)
+
+    def final_scores(self, image_features: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+        cosine = super().final_scores(image_features, directions)
+        scale = self.model.logit_scale.detach().float().exp().to(cosine.device)
+        bias = self.model.logit_bias.detach().float().to(cosine.device)
+        return cosine * scale + bias
+
+    def tokenizer_kwargs(self, tokenizer) -> dict[str, object]:
+        # SigLIP's text tower pools the LAST token, so prompts must be padded to the full length it was trained on.
+        return {"padding": "max_length", "truncation": True, "max_length": self.max_text_length(tokenizer)}
+
+
+class Siglip2Adapter(SiglipAdapter):
+    model_classes = ("Siglip2Model",)
+
+    @property
+    def native_image_size(self) -> tuple[int, int] | None:
+        return None
+
+    def prepare_pixels(self, pixel_values: torch.Tensor, **extra: torch.Tensor | None) -> PixelInputs:
+        mask, shapes = extra.get("pixel_attention_mask"), extra.get("spatial_shapes")
+        patch, channels = self.patch_size, self.num_channels
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 3 or mask is None or shapes is None:
+            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
+            raise ValueError(
+                "Siglip2Model takes pre-patchified images: `pixel_values` [batch, max_patches, "
+                f"{channels * patch * patch}] with `pixel_attention_mask` [batch, max_patches] and `spatial_shapes` "
+                f"[batch, 2], as its processor returns them (got pixel_values {shape}). Pass raw images with a "
+                "processor, or all three tensors."
+            )
+        batch, max_patches, width = pixel_values.shape
+        if width != channels * patch * patch:
+            raise ValueError(
+                f"`pixel_values` has {width} values per patch but the model expects {channels * patch * patch} "
+                f"({channels} channels x {patch}x{patch}); use the model's own processor."
+            )
+        if tuple(mask.shape) != (batch, max_patches) or tuple(shapes.shape) != (batch, 2):
+            raise ValueError(
+                f"`pixel_attention_mask` must be [{batch}, {max_patches}] and `spatial_shapes` [{batch}, 2], got "
+                f"{tuple(mask.shape)} and {tuple(shapes.shape)}."
+            )
+        grid_shapes = [(int(h), int(w)) for h, w in shapes.tolist()]
+        for index, (h, w) in enumerate(grid_shapes):
+            if h < 1 or w < 1 or h * w > max_patches or int(mask[index].sum()) != h * w:
+                raise ValueError(
+                    f"image {index}: `spatial_shapes` {h}x{w} does not match its {int(mask[index].sum())} valid "
+                    f"patches of {max_patches}; pass the processor's own outputs unchanged."
+                )
+        model_kwargs: dict[str, object] = {
+            "pixel_values": pixel_values,
+            "pixel_attention_mask": mask,
+            "spatial_shapes": shapes,
+        }
+        image_sizes = [(h * patch, w * patch) for h, w in grid_shapes]
+        return PixelInputs(model_kwargs, grid_shapes, image_sizes, valid_tokens=mask.bool())
+
+    def processor_size_kwargs(self, image_processor, image_size: tuple[int, int]) -> dict[str, object]:
+        # NaFlex keeps each image's aspect ratio within a patch budget; `image_size` sets that budget.
+        height, width = image_size
+        return {"max_num_patches": max(1, (height // self.patch_size) * (width // self.patch_size))}

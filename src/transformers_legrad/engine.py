@@ -1,0 +1,196 @@
+"""The LeGrad engine: one trunk forward, then a small local graph per explained block.
+
+LeGrad's layer-l score depends on block l's attention probabilities A^l only through block l's own tail
+(context A@V -> output projection -> residual -> MLP -> readout), so the engine never builds the full graph:
+
+1. The trunk runs once per image batch under `torch.no_grad()` with the model's own attention implementation
+   (SDPA, flash, ...). Forward hooks capture each explained block's inputs (or, when a pooling head is explained,
+   its output tokens).
+2. Each explained block is recomputed locally from its captured inputs. Hooks take V (the value projection's
+   output) and replace the attention context O = A@V (the output projection's input) by a leaf that requires
+   grad. Per head, dS/dA_h = dS/dO_h @ V_h^T exactly, because A enters the graph only through A@V; so the
+   probabilities never need to be materialized in the forward, under any attention kernel.
+3. All prompts are differentiated in one batched backward (`is_grads_batched`), reduced at once (ReLU, mean over
+   heads and query rows) in bounded chunks, and the block's graph is freed before the next block.
+
+The engine knows nothing about model families: everything family-specific goes through a `FamilyAdapter`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .adapters import AttentionHandle, FamilyAdapter, PixelInputs
+
+# Upper bound on the elements of one dS/dA chunk during the reduction (64 Mi float32 values = 256 MiB).
+REDUCTION_CHUNK_ELEMENTS = 1 << 26
+
+
+@dataclass
+class TrunkCapture:
+    """What the trunk forward leaves for the local recomputations.
+
+    Attributes:
+        image_features: the model's own final readout [batch, features], float32.
+        block_states: per explained block index, either its call `(args, kwargs)` (self-attention families) or
+            its output tokens [batch, tokens, hidden] (pooling-head families).
+    """
+
+    image_features: torch.Tensor
+    block_states: dict[int, object]
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode (no dropout in the maps), then restore each module's own flag."""
+    training = {module: module.training for module in model.modules()}
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, flag in training.items():
+            module.training = flag
+
+
+@contextmanager
+def _hooks(handles: list[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _block_output(output: object) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def run_trunk(adapter: FamilyAdapter, pixels: PixelInputs, layers: Sequence[int]) -> TrunkCapture:
+    """Run the vision trunk once without gradients, capturing what each explained block needs."""
+    states: dict[int, object] = {}
+    handles = []
+    for index in layers:
+        block = adapter.blocks[index]
+        if adapter.explains_pooling_head:
+
+            def keep_output(module, args, output, index=index):
+                states[index] = _block_output(output).detach()
+
+            handles.append(block.register_forward_hook(keep_output))
+        else:
+
+            def keep_call(module, args, kwargs, index=index):
+                states[index] = (args, kwargs)
+
+            handles.append(block.register_forward_pre_hook(keep_call, with_kwargs=True))
+    with _hooks(handles), torch.no_grad():
+        image_features = adapter.image_features(pixels)
+    missing = sorted(set(layers) - set(states))
+    if missing:
+        raise RuntimeError(
+            f"blocks {missing} did not run during the forward of {type(adapter.model).__name__}; "
+            "the model's forward skips them, so they cannot be explained."
+        )
+    return TrunkCapture(image_features=image_features, block_states=states)
+
+
+def _recompute_block(
+    adapter: FamilyAdapter, index: int, call: tuple[tuple, dict], pixels: PixelInputs, score: str
+) -> tuple[torch.Tensor, AttentionHandle]:
+    """Rerun block `index` with its attention context as a differentiable leaf; return (readout, handle)."""
+    block = adapter.blocks[index]
+    value_projection, output_projection, num_heads = adapter.attention_projections(block)
+    taken: dict[str, torch.Tensor] = {}
+
+    def keep_values(module, args, output):
+        taken["values"] = output.detach()
+
+    def context_as_leaf(module, args):
+        context = args[0].detach().requires_grad_(True)
+        taken["context"] = context
+        return (context, *args[1:])
+
+    handles = [
+        value_projection.register_forward_hook(keep_values),
+        output_projection.register_forward_pre_hook(context_as_leaf),
+    ]
+    args, kwargs = call
+    with _hooks(handles):
+        tokens = _block_output(block(*args, **kwargs))
+    readout = adapter.layer_features(tokens, pixels, score)
+    return readout, AttentionHandle(taken["context"], taken["values"], num_heads)
+
+
+def reduce_attention_gradient(context_grads: torch.Tensor, values: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """LeGrad's reduction of dS/dA, computed from dS/dO without materializing all of it at once.
+
+    Args:
+        context_grads: dS/dO [prompts, batch, queries, heads * head_dim].
+        values: V [batch, keys, heads * head_dim].
+        num_heads: number of heads.
+
+    Returns:
+        float32 [batch, prompts, keys]: mean over heads and query rows of ReLU(dS/dA), dS/dA_h = dS/dO_h @ V_h^T.
+    """
+    prompts, batch, queries, width = context_grads.shape
+    keys = values.shape[1]
+    head_dim = width // num_heads
+    grads = context_grads.view(prompts, batch, queries, num_heads, head_dim).permute(1, 0, 3, 2, 4)
+    values_t = values.view(batch, keys, num_heads, head_dim).permute(0, 2, 3, 1).unsqueeze(1)
+    relevance = torch.zeros(batch, prompts, keys, dtype=torch.float32, device=values.device)
+    per_prompt_head = batch * queries * keys
+    heads_per_chunk = max(1, min(num_heads, REDUCTION_CHUNK_ELEMENTS // max(1, per_prompt_head * prompts)))
+    prompts_per_chunk = max(1, min(prompts, REDUCTION_CHUNK_ELEMENTS // max(1, per_prompt_head * heads_per_chunk)))
+    for p0 in range(0, prompts, prompts_per_chunk):
+        for h0 in range(0, num_heads, heads_per_chunk):
+            chunk_grads = grads[:, p0 : p0 + prompts_per_chunk, h0 : h0 + heads_per_chunk].float()
+            chunk_values = values_t[:, :, h0 : h0 + heads_per_chunk].float()
+            attention_grads = torch.matmul(chunk_grads, chunk_values)  # [batch, p, h, queries, keys]
+            relevance[:, p0 : p0 + prompts_per_chunk] += attention_grads.clamp_(min=0).sum(dim=(2, 3))
+    return relevance / (num_heads * queries)
+
+
+def layer_relevance(
+    adapter: FamilyAdapter,
+    capture: TrunkCapture,
+    pixels: PixelInputs,
+    directions: torch.Tensor,
+    layers: Sequence[int],
+    score: str = "legrad",
+) -> torch.Tensor:
+    """Per-layer LeGrad relevance of every token as a key, for every prompt.
+
+    Args:
+        adapter: the model family's adapter.
+        capture: the trunk capture from `run_trunk` (its block states are consumed).
+        pixels: the image inputs the trunk ran on.
+        directions: [batch, prompts, features]: each prompt's direction in readout space (a normalized text
+            embedding, a one-hot class row); the layer-l score is `<readout^l, direction>`.
+        layers: the explained block indices.
+        score: "legrad" (the authors' per-layer readout) or "model" (the model's own pooling).
+
+    Returns:
+        float32 [batch, prompts, layers, tokens].
+    """
+    per_layer = []
+    for index in layers:
+        state = capture.block_states.pop(index)
+        with torch.enable_grad():
+            if adapter.explains_pooling_head:
+                readout, handle = adapter.pooling_head_attention(state, pixels, score)
+            else:
+                readout, handle = _recompute_block(adapter, index, state, pixels, score)
+            cotangents = directions.to(device=readout.device, dtype=readout.dtype).transpose(0, 1)
+            (context_grads,) = torch.autograd.grad(
+                readout, handle.context, grad_outputs=cotangents, is_grads_batched=True
+            )
+        del readout, state
+        relevance = reduce_attention_gradient(context_grads, handle.values, handle.num_heads)
+        per_layer.append(relevance.to(directions.device))
+        del context_grads, handle
+    return torch.stack(per_layer, dim=2)

@@ -1,0 +1,432 @@
+"""`LeGradExplainer`: the user-facing entry point, and `LeGradOutput`, what it returns.
+
+LeGrad (Bousselham et al., arXiv 2404.03214) explains a vision transformer by the sensitivity of each layer's own
+score to that layer's attention probabilities:
+
+    E^l = mean over heads and query rows of ReLU(d s^l / d A^l),   grid_map = sum over explained layers l of E^l
+
+restricted to the patch keys and laid out on the patch grid, then upsampled bilinearly and min-max normalized.
+This module validates inputs (before any heavy work), runs the processor, and hands the model-ready tensors to the
+engine; model-family details live in `adapters/`.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import maps
+from .adapters import FamilyAdapter, PixelInputs, TextInputs, adapter_for
+from .engine import eval_mode, layer_relevance, run_trunk
+
+#: The null prompt of SigLIP's correction, as in the authors' code.
+NULL_PROMPT = "a photo of a"
+
+LayerSpec = None | str | int | Iterable[int]
+
+# One lock per model: the engine hooks the model's blocks while it runs, so two explanations of one model from two
+# threads would capture each other's activations. They are serialized instead.
+_MODEL_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def _model_lock(model: nn.Module) -> threading.Lock:
+    with _MODEL_LOCKS_GUARD:
+        return _MODEL_LOCKS.setdefault(model, threading.Lock())
+
+
+@dataclass
+class LeGradOutput:
+    """The maps and scores of one `LeGradExplainer.explain` call.
+
+    Attributes:
+        heatmaps: float32 [batch, prompts, height, width] in [0, 1] at the processed image size.
+        grid_maps: float32 [batch, prompts, h, w], the raw summed layer maps on the patch grid (after the SigLIP
+            correction, before any normalization or upsampling).
+        layer_maps: float32 [batch, prompts, layers, h, w] per explained layer when `return_layer_maps=True`.
+        labels: the prompts, or the class names of the targets; a list of `prompts` strings, or one such list per
+            image when a classifier's default (top-1) targets differ between images.
+        scores: float32 [batch, prompts], the model's own final score: `logits_per_image` of CLIP/SigLIP (the
+            cosine similarity for `CLIPVisionModelWithProjection`), the class logit of a classifier.
+        explained_layers: the explained block indices, ascending.
+        grid_shapes: the (h, w) patch grid of each image; images smaller than the padded tensors (SigLIP 2) have
+            zeros outside their own grid.
+        target_ids: classifiers only: long [batch, prompts], the explained class of each map.
+    """
+
+    heatmaps: torch.Tensor
+    grid_maps: torch.Tensor
+    layer_maps: torch.Tensor | None
+    labels: list[str] | list[list[str]]
+    scores: torch.Tensor
+    explained_layers: list[int]
+    grid_shapes: list[tuple[int, int]]
+    target_ids: torch.Tensor | None = None
+
+
+class LeGradExplainer:
+    """LeGrad maps for Hugging Face CLIP, SigLIP/SigLIP 2 and ViT-family classifiers.
+
+    Args:
+        model: a supported transformers model (see `SUPPORTED_MODEL_CLASSES`), on any device and dtype. It is
+            left exactly as found: hooks, attention implementation, `requires_grad`, train/eval mode, weights.
+        processor: the model's processor (`AutoProcessor.from_pretrained(...)`), needed for raw images and text.
+        layers: explained blocks by default: None (the last 2, the authors' default), "all", an int n (the last
+            n blocks), or block indices (negative allowed).
+        score: "legrad" (per-layer readout of the authors' code: token mean for CLIP and classifiers, the pooling
+            head on raw block outputs for SigLIP) or "model" (the model's own pooling at every layer).
+
+    Example:
+        >>> from transformers import AutoProcessor, CLIPModel
+        >>> model = CLIPModel.from_pretrained("openai/clip-vit-base-patch16")
+        >>> processor = AutoProcessor.from_pretrained("openai/clip-vit-base-patch16")
+        >>> explainer = LeGradExplainer(model, processor)
+        >>> out = explainer.explain(images=image, text=["a cat", "a remote control"])
+        >>> out.heatmaps.shape  # [1 image, 2 prompts, 224, 224]
+    """
+
+    def __init__(self, model: nn.Module, processor=None, layers: LayerSpec = None, *, score: str = "legrad"):
+        self.adapter: FamilyAdapter = adapter_for(model)
+        self.model = model
+        self.processor = processor
+        self.layers = layers
+        self._resolve_layers(layers)
+        if score not in ("legrad", "model"):
+            raise ValueError(f"`score` must be 'legrad' or 'model', got {score!r}.")
+        self.score = score
+
+    @property
+    def num_layers(self) -> int:
+        """Number of blocks in the vision encoder."""
+        return len(self.adapter.blocks)
+
+    # --- the verb ----------------------------------------------------------------------------------------------
+    def explain(
+        self,
+        images=None,
+        text: str | Sequence[str] | None = None,
+        *,
+        pixel_values: torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+        targets=None,
+        layers: LayerSpec = None,
+        correction: bool | None = None,
+        null_text_embeds: torch.Tensor | None = None,
+        return_layer_maps: bool = False,
+        image_size: int | tuple[int, int] | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
+    ) -> LeGradOutput:
+        """Explain where each prompt (or class) is grounded in each image.
+
+        Args:
+            images: a PIL image / array, or a list of them (needs the processor).
+            text: prompts for CLIP/SigLIP (needs the processor).
+            pixel_values: model-ready images instead of `images`: [batch, channels, height, width] at any size
+                (SigLIP 2: [batch, patches, channels * patch**2] with `pixel_attention_mask`, `spatial_shapes`).
+            text_embeds: [prompts, dim] prompt embeddings instead of `text` (L2-normalized here).
+            targets: classifiers: class ids or label names, shared by all images, or [batch, prompts] ids; default
+                the top-1 predicted class of each image.
+            layers: override the constructor's explained layers for this call.
+            correction: SigLIP's null-prompt correction; None means on for SigLIP.
+            null_text_embeds: [1, dim] embedding of the null prompt (default: "a photo of a" via the processor).
+            return_layer_maps: also return each explained layer's map.
+            image_size: with `images`, explain at this processed size (int or (height, width)) instead of the
+                model's native one; position embeddings are interpolated.
+
+        Returns:
+            LeGradOutput with heatmaps [batch, prompts, height, width] and grid_maps [batch, prompts, h, w].
+        """
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "LeGrad needs gradients, but `torch.inference_mode()` is active; call `explain` outside it "
+                "(`torch.no_grad()` is fine: the explainer re-enables gradients where it needs them)."
+            )
+        adapter = self.adapter
+        explained_layers = self._resolve_layers(self.layers if layers is None else layers)
+        apply_correction = self._resolve_correction(correction, null_text_embeds)
+        if adapter.is_dual_encoder:
+            if targets is not None:
+                raise ValueError(f"`targets` are for image classifiers; {self._model_name} takes `text` prompts.")
+            directions, labels = self._prompt_directions(text, text_embeds)
+            if apply_correction:
+                null_direction = self._null_direction(null_text_embeds)
+                directions = torch.cat([directions, null_direction], dim=0)
+        else:
+            if text is not None or text_embeds is not None:
+                raise ValueError(
+                    f"{self._model_name} is an image classifier: it explains classes, not text. Pass `targets` "
+                    "(class ids or label names from `model.config.id2label`), or nothing for the top-1 class."
+                )
+            shared_targets = self._validate_targets(targets)
+        pixels = self._pixel_inputs(images, pixel_values, image_size, pixel_attention_mask, spatial_shapes)
+
+        with _model_lock(self.model), eval_mode(self.model):
+            capture = run_trunk(adapter, pixels, explained_layers)
+            if adapter.is_dual_encoder:
+                directions = directions.to(capture.image_features.device)
+                batch_directions = directions.unsqueeze(0).expand(pixels.batch_size, -1, -1)
+                target_ids = None
+            else:
+                target_ids = self._target_ids(shared_targets, capture.image_features)
+                batch_directions = F.one_hot(target_ids, adapter.num_labels).float()
+                labels = self._target_labels(target_ids)
+            relevance = layer_relevance(adapter, capture, pixels, batch_directions, explained_layers, score=self.score)
+            num_prompts = len(labels) if isinstance(labels[0], str) else len(labels[0])
+            scores = adapter.final_scores(capture.image_features, batch_directions[:, :num_prompts])
+
+        layer_grids = maps.tokens_to_grids(relevance, adapter.num_prefix_tokens, pixels.grid_shapes)
+        grid_maps = layer_grids.sum(dim=2)
+        if apply_correction:
+            grid_maps = maps.null_prompt_correction(
+                grid_maps[:, :num_prompts], grid_maps[:, num_prompts:], pixels.grid_shapes
+            )
+            layer_grids = layer_grids[:, :num_prompts]
+        heatmaps = maps.heatmaps_from_grids(grid_maps, pixels.grid_shapes, pixels.image_sizes)
+        return LeGradOutput(
+            heatmaps=heatmaps,
+            grid_maps=grid_maps.float(),
+            layer_maps=layer_grids.float() if return_layer_maps else None,
+            labels=labels,
+            scores=scores.float(),
+            explained_layers=list(explained_layers),
+            grid_shapes=list(pixels.grid_shapes),
+            target_ids=target_ids,
+        )
+
+    __call__ = explain
+
+    # --- layers and options ------------------------------------------------------------------------------------
+    @property
+    def _model_name(self) -> str:
+        return type(self.model).__name__
+
+    def _resolve_layers(self, layers: LayerSpec) -> list[int]:
+        total = self.num_layers
+        if layers is None:
+            return list(range(max(0, total - 2), total))
+        if isinstance(layers, str):
+            if layers != "all":
+                raise ValueError(f"`layers` must be None, 'all', an int or block indices; got the string {layers!r}.")
+            return list(range(total))
+        if isinstance(layers, bool):
+            raise TypeError("`layers` must be None, 'all', an int or block indices, not a bool.")
+        if isinstance(layers, int):
+            if not 1 <= layers <= total:
+                raise ValueError(f"`layers={layers}` asks for the last {layers} blocks; the model has {total}.")
+            return list(range(total - layers, total))
+        try:
+            indices = list(layers)
+        except TypeError:
+            raise TypeError(
+                f"`layers` must be None, 'all', an int or block indices, got {type(layers).__name__}."
+            ) from None
+        if not indices:
+            raise ValueError("`layers` is empty; name at least one block to explain.")
+        resolved = set()
+        for index in indices:
+            if isinstance(index, bool) or not isinstance(index, int):
+                raise TypeError(f"`layers` holds {index!r}; block indices must be ints.")
+            if not -total <= index < total:
+                raise ValueError(f"`layers` holds block {index}, but the model has blocks 0..{total - 1}.")
+            resolved.add(index % total)
+        return sorted(resolved)
+
+    def _resolve_correction(self, correction: bool | None, null_text_embeds) -> bool:
+        if correction is None:
+            return self.adapter.default_correction
+        if correction and not self.adapter.default_correction:
+            raise ValueError(
+                f"`correction` is SigLIP's null-prompt correction; {self._model_name} does not use it. "
+                "Leave `correction` unset."
+            )
+        if null_text_embeds is not None and not self.adapter.default_correction:
+            raise ValueError(f"`null_text_embeds` is for SigLIP's correction; {self._model_name} does not use it.")
+        return bool(correction)
+
+    # --- prompts -----------------------------------------------------------------------------------------------
+    def _prompt_directions(self, text, text_embeds) -> tuple[torch.Tensor, list[str]]:
+        if text is not None and text_embeds is not None:
+            raise ValueError("Pass either `text` or `text_embeds`, not both.")
+        if text is None and text_embeds is None:
+            raise ValueError(
+                f"{self._model_name} explains text prompts: pass `text=[...]` (with a processor) or `text_embeds`."
+            )
+        if text_embeds is not None:
+            directions = self._validate_embeddings(text_embeds, "text_embeds")
+            return directions, [f"prompt {k}" for k in range(directions.shape[0])]
+        prompts = [text] if isinstance(text, str) else list(text)
+        if not prompts:
+            raise ValueError("`text` is an empty list; give at least one prompt.")
+        for prompt in prompts:
+            if not isinstance(prompt, str):
+                raise TypeError(f"`text` must hold strings, got {type(prompt).__name__}: {prompt!r}.")
+        return self._encode_text(prompts), prompts
+
+    def _null_direction(self, null_text_embeds) -> torch.Tensor:
+        if null_text_embeds is not None:
+            null = self._validate_embeddings(null_text_embeds, "null_text_embeds")
+            if null.shape[0] != 1:
+                raise ValueError(f"`null_text_embeds` must be [1, dim], got {tuple(null_text_embeds.shape)}.")
+            return null
+        if self._tokenizer is None:
+            raise ValueError(
+                "SigLIP's correction needs the null prompt's embedding: pass a processor, or `null_text_embeds` "
+                "[1, dim], or `correction=False`."
+            )
+        return self._encode_text([NULL_PROMPT])
+
+    def _validate_embeddings(self, embeddings, name: str) -> torch.Tensor:
+        if not isinstance(embeddings, torch.Tensor):
+            raise TypeError(f"`{name}` must be a torch.Tensor [prompts, dim], got {type(embeddings).__name__}.")
+        if embeddings.dim() == 1:
+            embeddings = embeddings.unsqueeze(0)
+        dim = self.adapter.embedding_dim
+        if embeddings.dim() != 2 or embeddings.shape[-1] != dim:
+            raise ValueError(
+                f"`{name}` must be [prompts, {dim}] for this {self._model_name} (its image embedding width), got "
+                f"{tuple(embeddings.shape)}."
+            )
+        if embeddings.shape[0] == 0:
+            raise ValueError(f"`{name}` holds no prompt (0 rows); give at least one.")
+        embeddings = embeddings.detach().float()
+        if not torch.isfinite(embeddings).all():
+            raise ValueError(f"`{name}` contains NaN or inf values.")
+        norms = embeddings.norm(dim=-1)
+        if (norms == 0).any():
+            rows = torch.nonzero(norms == 0).flatten().tolist()
+            raise ValueError(f"`{name}` rows {rows} have zero norm; a direction cannot be taken from them.")
+        return F.normalize(embeddings, dim=-1)
+
+    @property
+    def _tokenizer(self):
+        if self.processor is None:
+            return None
+        return getattr(self.processor, "tokenizer", None) or (
+            self.processor if callable(getattr(self.processor, "encode", None)) else None
+        )
+
+    def _encode_text(self, prompts: list[str]) -> torch.Tensor:
+        tokenizer = self._tokenizer
+        if tokenizer is None:
+            raise ValueError(
+                "Text prompts need a processor with a tokenizer: `LeGradExplainer(model, "
+                "AutoProcessor.from_pretrained(model_id))`, or pass `text_embeds` instead of `text`."
+            )
+        encoded = tokenizer(prompts, return_tensors="pt", **self.adapter.tokenizer_kwargs(tokenizer))
+        text = TextInputs(input_ids=encoded["input_ids"], attention_mask=encoded.get("attention_mask"))
+        with torch.no_grad(), eval_mode(self.model):
+            embeddings = self.adapter.text_features(text)
+        return F.normalize(embeddings.detach().float(), dim=-1)
+
+    # --- targets (classifiers) ---------------------------------------------------------------------------------
+    def _validate_targets(self, targets) -> torch.Tensor | None:
+        """Targets as long ids: [prompts] shared by all images, or [batch, prompts]; None for top-1."""
+        if targets is None:
+            return None
+        if isinstance(targets, torch.Tensor):
+            ids = targets.detach().cpu()
+            if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.dim() > 2:
+                raise ValueError("`targets` as a tensor must hold integer class ids, [prompts] or [batch, prompts].")
+            ids = ids.long().reshape(-1) if ids.dim() == 0 else ids.long()
+        else:
+            items = [targets] if isinstance(targets, (str, int)) else list(targets)
+            if not items:
+                raise ValueError("`targets` is empty; give at least one class id or label, or None for the top-1.")
+            label2id = {str(k): int(v) for k, v in (self.model.config.label2id or {}).items()}
+            resolved = []
+            for item in items:
+                if isinstance(item, str):
+                    if item not in label2id:
+                        known = ", ".join(sorted(label2id)[:10])
+                        raise ValueError(
+                            f"unknown target label {item!r}; `model.config.label2id` knows: {known}"
+                            f"{', ...' if len(label2id) > 10 else ''}."
+                        )
+                    resolved.append(label2id[item])
+                elif isinstance(item, int) and not isinstance(item, bool):
+                    resolved.append(item)
+                else:
+                    raise TypeError(f"`targets` must be class ids or label names, got {item!r}.")
+            ids = torch.tensor(resolved, dtype=torch.long)
+        if ids.numel() == 0:
+            raise ValueError("`targets` is empty; give at least one class id or label, or None for the top-1.")
+        num_labels = self.adapter.num_labels
+        out_of_range = ids[(ids < 0) | (ids >= num_labels)]
+        if out_of_range.numel():
+            raise ValueError(
+                f"target id {int(out_of_range[0])} is out of range: the model has {num_labels} classes (0.."
+                f"{num_labels - 1})."
+            )
+        return ids
+
+    def _target_ids(self, targets: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
+        batch = logits.shape[0]
+        if targets is None:
+            return logits.argmax(dim=-1, keepdim=True).cpu()
+        if targets.dim() == 1:
+            return targets.unsqueeze(0).expand(batch, -1).contiguous()
+        if targets.shape[0] != batch:
+            raise ValueError(f"`targets` has {targets.shape[0]} rows but there are {batch} images.")
+        return targets
+
+    def _target_labels(self, target_ids: torch.Tensor) -> list[str] | list[list[str]]:
+        id2label = self.adapter.id2label
+        per_image = [[id2label.get(int(i), f"class {int(i)}") for i in row] for row in target_ids.tolist()]
+        if all(row == per_image[0] for row in per_image):
+            return per_image[0]
+        return per_image
+
+    # --- images ------------------------------------------------------------------------------------------------
+    def _pixel_inputs(self, images, pixel_values, image_size, pixel_attention_mask, spatial_shapes) -> PixelInputs:
+        if images is not None and pixel_values is not None:
+            raise ValueError("Pass either `images` or `pixel_values`, not both.")
+        if images is None and pixel_values is None:
+            raise ValueError("Nothing to explain: pass `images` (with a processor) or `pixel_values`.")
+        if images is not None:
+            if isinstance(images, torch.Tensor):
+                raise TypeError(
+                    "`images` takes PIL images or arrays for the processor; pass a model-ready tensor as "
+                    "`pixel_values=` instead."
+                )
+            if isinstance(images, (list, tuple)) and not images:
+                raise ValueError("`images` is an empty list; give at least one image.")
+            processed = self._process_images(images, image_size)
+            pixel_values = processed["pixel_values"]
+            pixel_attention_mask = processed.get("pixel_attention_mask")
+            spatial_shapes = processed.get("spatial_shapes")
+        elif image_size is not None:
+            raise ValueError("`image_size` applies to raw `images`; `pixel_values` are explained at their own size.")
+        pixels = self.adapter.prepare_pixels(
+            pixel_values, pixel_attention_mask=pixel_attention_mask, spatial_shapes=spatial_shapes
+        )
+        device, dtype = self.adapter.input_device, self.adapter.input_dtype
+        for name, value in pixels.model_kwargs.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(device)
+                pixels.model_kwargs[name] = value.to(dtype) if value.is_floating_point() else value
+        return pixels
+
+    def _process_images(self, images, image_size):
+        if self.processor is None:
+            raise ValueError(
+                "Raw images need the model's processor: `LeGradExplainer(model, AutoProcessor.from_pretrained("
+                "model_id))`, or pass model-ready `pixel_values`."
+            )
+        image_processor = getattr(self.processor, "image_processor", None) or self.processor
+        kwargs = {}
+        if image_size is not None:
+            size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+            if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
+                raise ValueError(f"`image_size` must be a positive int or (height, width), got {image_size!r}.")
+            kwargs = self.adapter.processor_size_kwargs(image_processor, size)
+        try:
+            return image_processor(images=images, return_tensors="pt", **kwargs)
+        except Exception as error:  # the processor's own errors are about the images; say so
+            raise ValueError(f"the processor could not read the images: {error}") from error
