@@ -261,6 +261,11 @@ class LeGradExplainer:
         if text_embeds is not None:
             directions = self._validate_embeddings(text_embeds, "text_embeds")
             return directions, [f"prompt {k}" for k in range(directions.shape[0])]
+        if not self.adapter.has_text_tower:
+            raise TypeError(
+                f"{self._model_name} has no text tower: pass `text_embeds` [prompts, {self.adapter.embedding_dim}] "
+                "instead of `text` (e.g. from the matching text model with projection)."
+            )
         prompts = [text] if isinstance(text, str) else list(text)
         if not prompts:
             raise ValueError("`text` is an empty list; give at least one prompt.")

@@ -205,13 +205,12 @@ class FamilyAdapter:
     def embedding_dim(self) -> int:
         raise NotImplementedError
 
+    @property
+    def has_text_tower(self) -> bool:
+        return hasattr(self.model, "get_text_features")
+
     def text_features(self, text: TextInputs) -> torch.Tensor:
         """Prompt embeddings [prompts, dim] from the model's own text tower (not normalized)."""
-        if not hasattr(self.model, "get_text_features"):
-            raise TypeError(
-                f"{type(self.model).__name__} has no text tower: pass `text_embeds` [prompts, {self.embedding_dim}] "
-                "instead of `text` (e.g. from the matching text model with projection)."
-            )
         device = next(self.model.text_model.parameters()).device
         attention_mask = None if text.attention_mask is None else text.attention_mask.to(device)
         output = self.model.get_text_features(input_ids=text.input_ids.to(device), attention_mask=attention_mask)
