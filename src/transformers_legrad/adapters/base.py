@@ -233,3 +233,28 @@ class FamilyAdapter:
     @property
     def id2label(self) -> dict[int, str]:
         return {int(k): str(v) for k, v in (self.model.config.id2label or {}).items()}
+
+
+class DualEncoderAdapter(FamilyAdapter):
+    """Image-text models whose vision tower is `model.vision_model` (CLIP, SigLIP): prompts, not classes."""
+
+    is_dual_encoder = True
+
+    @property
+    def vision_config(self):
+        return self.model.vision_model.config
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.vision_model.encoder.layers
+
+    def final_scores(self, image_features: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+        """`logits_per_image`: the cosine times the model's temperature, plus its bias where it has one."""
+        scores = super().final_scores(image_features, directions)
+        logit_scale = getattr(self.model, "logit_scale", None)
+        if logit_scale is not None:  # CLIPVisionModelWithProjection has none: the cosine is its score
+            scores = scores * logit_scale.detach().float().exp().to(scores.device)
+        logit_bias = getattr(self.model, "logit_bias", None)
+        if logit_bias is not None:
+            scores = scores + logit_bias.detach().float().to(scores.device)
+        return scores

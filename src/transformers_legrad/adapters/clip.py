@@ -11,20 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import FamilyAdapter, PixelInputs
+from .base import DualEncoderAdapter, PixelInputs
 
 
-class CLIPAdapter(FamilyAdapter):
+class CLIPAdapter(DualEncoderAdapter):
     model_classes = ("CLIPModel", "CLIPVisionModelWithProjection")
-    is_dual_encoder = True
-
-    @property
-    def vision_config(self):
-        return self.model.vision_model.config
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.vision_model.encoder.layers
 
     def attention_projections(self, block: nn.Module) -> tuple[nn.Module, nn.Module, int]:
         attention = block.self_attn
@@ -42,10 +33,3 @@ class CLIPAdapter(FamilyAdapter):
         pooled = tokens[:, 0] if score == "model" else tokens.mean(dim=1)
         pooled = self.model.vision_model.post_layernorm(pooled)
         return F.normalize(self.model.visual_projection(pooled).float(), dim=-1)
-
-    def final_scores(self, image_features: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-        cosine = super().final_scores(image_features, directions)
-        logit_scale = getattr(self.model, "logit_scale", None)
-        if logit_scale is None:  # CLIPVisionModelWithProjection has no temperature: the cosine is its score
-            return cosine
-        return cosine * logit_scale.detach().float().exp().to(cosine.device)

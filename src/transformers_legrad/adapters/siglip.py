@@ -16,22 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AttentionHandle, FamilyAdapter, PixelInputs
+from .base import AttentionHandle, DualEncoderAdapter, PixelInputs
 
 
-class SiglipAdapter(FamilyAdapter):
+class SiglipAdapter(DualEncoderAdapter):
     model_classes = ("SiglipModel",)
-    is_dual_encoder = True
     explains_pooling_head = True
     default_correction = True
-
-    @property
-    def vision_config(self):
-        return self.model.vision_model.config
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.vision_model.encoder.layers
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -91,12 +82,6 @@ class SiglipAdapter(FamilyAdapter):
         pooled = pooled + head.mlp(head.layernorm(pooled))
         readout = F.normalize(pooled[:, 0].float(), dim=-1)
         return readout, AttentionHandle(context=context, values=values, num_heads=num_heads)
-
-    def final_scores(self, image_features: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-        cosine = super().final_scores(image_features, directions)
-        scale = self.model.logit_scale.detach().float().exp().to(cosine.device)
-        bias = self.model.logit_bias.detach().float().to(cosine.device)
-        return cosine * scale + bias
 
     def tokenizer_kwargs(self, tokenizer) -> dict[str, object]:
         # SigLIP's text tower pools the LAST token, so prompts must be padded to the full length it was trained on.
