@@ -161,3 +161,31 @@ def test_score_model_last_layer_explains_clips_own_score(clip):
     (grad,) = torch.autograd.grad(score, vision.attentions[-1])
     expected = grad.clamp(min=0).mean(dim=(1, 2))[:, 1:].reshape(1, 1, 6, 6)
     assert (minmax(out.grid_maps) - minmax(expected)).abs().max() <= 1e-4
+
+
+def test_top_k_explains_each_images_most_probable_classes(vit):
+    pictures = images(3)
+    pixel_values = vit.processor(images=pictures, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        logits = vit.model(pixel_values=pixel_values).logits
+    out = LeGradExplainer(vit.model, vit.processor).explain(images=pictures, top_k=3)
+    top = logits.topk(3, dim=-1)
+    assert torch.equal(out.target_ids, top.indices)
+    torch.testing.assert_close(out.scores, top.values, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.probabilities, logits.softmax(-1).gather(1, top.indices), rtol=1e-5, atol=1e-6)
+    alone = LeGradExplainer(vit.model).explain(pixel_values=pixel_values, targets=out.target_ids)
+    torch.testing.assert_close(out.grid_maps, alone.grid_maps)
+
+
+def test_probabilities_follow_the_zero_shot_pipeline(clip, siglip):
+    for tiny, to_probability in ((clip, lambda s: s.softmax(-1)), (siglip, torch.sigmoid)):
+        out = LeGradExplainer(tiny.model, tiny.processor).explain(images=images(), text=PROMPTS)
+        torch.testing.assert_close(out.probabilities, to_probability(out.scores))
+
+
+@pytest.mark.parametrize("top_k, message", [(0, "from 1 to 5"), (6, "from 1 to 5"), (True, "from 1 to 5")])
+def test_top_k_errors(vit, top_k, message):
+    with pytest.raises(ValueError, match=message):
+        LeGradExplainer(vit.model).explain(pixel_values=torch.randn(1, 3, 48, 48), top_k=top_k)
+    with pytest.raises(ValueError, match="not both"):
+        LeGradExplainer(vit.model).explain(pixel_values=torch.randn(1, 3, 48, 48), top_k=2, targets=[1])

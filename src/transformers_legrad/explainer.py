@@ -54,6 +54,8 @@ class LeGradOutput:
             image when a classifier's default (top-1) targets differ between images.
         scores: float32 [batch, prompts], the model's own final score: `logits_per_image` of CLIP/SigLIP (the
             cosine similarity for `CLIPVisionModelWithProjection`), the class logit of a classifier.
+        probabilities: float32 [batch, prompts], the scores as the models' own pipelines report them: softmax
+            over the prompts (CLIP), sigmoid (SigLIP), softmax over all classes (classifiers).
         explained_layers: the explained block indices, ascending.
         grid_shapes: the (h, w) patch grid of each image; images smaller than the padded tensors (SigLIP 2) have
             zeros outside their own grid.
@@ -67,6 +69,7 @@ class LeGradOutput:
     scores: torch.Tensor
     explained_layers: list[int]
     grid_shapes: list[tuple[int, int]]
+    probabilities: torch.Tensor | None = None
     target_ids: torch.Tensor | None = None
 
 
@@ -115,6 +118,7 @@ class LeGradExplainer:
         pixel_values: torch.Tensor | None = None,
         text_embeds: torch.Tensor | None = None,
         targets=None,
+        top_k: int | None = None,
         layers: LayerSpec = None,
         correction: bool | None = None,
         null_text_embeds: torch.Tensor | None = None,
@@ -133,6 +137,7 @@ class LeGradExplainer:
             text_embeds: [prompts, dim] prompt embeddings instead of `text` (L2-normalized here).
             targets: classifiers: class ids or label names, shared by all images, or [batch, prompts] ids; default
                 the top-1 predicted class of each image.
+            top_k: classifiers without `targets`: explain each image's k most probable classes, most probable first.
             layers: override the constructor's explained layers for this call.
             correction: SigLIP's null-prompt correction; None means on for SigLIP.
             null_text_embeds: [1, dim] embedding of the null prompt (default: "a photo of a" via the processor).
@@ -152,8 +157,10 @@ class LeGradExplainer:
         explained_layers = self._resolve_layers(self.layers if layers is None else layers)
         apply_correction = self._resolve_correction(correction, null_text_embeds)
         if adapter.is_dual_encoder:
-            if targets is not None:
-                raise ValueError(f"`targets` are for image classifiers; {self._model_name} takes `text` prompts.")
+            if targets is not None or top_k is not None:
+                raise ValueError(
+                    f"`targets` and `top_k` are for image classifiers; {self._model_name} takes `text` prompts."
+                )
             directions, labels = self._prompt_directions(text, text_embeds)
             if apply_correction:
                 null_direction = self._null_direction(null_text_embeds)
@@ -165,6 +172,7 @@ class LeGradExplainer:
                     "(class ids or label names from `model.config.id2label`), or nothing for the top-1 class."
                 )
             shared_targets = self._validate_targets(targets)
+            top_k = self._validate_top_k(top_k, targets)
         pixels = self._pixel_inputs(images, pixel_values, image_size, pixel_attention_mask, spatial_shapes)
 
         with _model_lock(self.model), eval_mode(self.model):
@@ -174,12 +182,13 @@ class LeGradExplainer:
                 batch_directions = directions.unsqueeze(0).expand(pixels.batch_size, -1, -1)
                 target_ids = None
             else:
-                target_ids = self._target_ids(shared_targets, capture.image_features)
+                target_ids = self._target_ids(shared_targets, capture.image_features, top_k)
                 batch_directions = F.one_hot(target_ids, adapter.num_labels).float()
                 labels = self._target_labels(target_ids)
             relevance = layer_relevance(adapter, capture, pixels, batch_directions, explained_layers, score=self.score)
             num_prompts = len(labels) if isinstance(labels[0], str) else len(labels[0])
             scores = adapter.final_scores(capture.image_features, batch_directions[:, :num_prompts])
+            probabilities = adapter.probabilities(capture.image_features, batch_directions[:, :num_prompts], scores)
 
         layer_grids = maps.tokens_to_grids(relevance, adapter.num_prefix_tokens, pixels.grid_shapes)
         grid_maps = layer_grids.sum(dim=2)
@@ -195,6 +204,7 @@ class LeGradExplainer:
             layer_maps=layer_grids.float() if return_layer_maps else None,
             labels=labels,
             scores=scores.float(),
+            probabilities=probabilities.float(),
             explained_layers=list(explained_layers),
             grid_shapes=list(pixels.grid_shapes),
             target_ids=target_ids,
@@ -371,10 +381,20 @@ class LeGradExplainer:
             )
         return ids
 
-    def _target_ids(self, targets: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
+    def _validate_top_k(self, top_k, targets) -> int:
+        if top_k is None:
+            return 1
+        if targets is not None:
+            raise ValueError("Pass either `targets` or `top_k`, not both.")
+        num_labels = self.adapter.num_labels
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= num_labels:
+            raise ValueError(f"`top_k` must be an int from 1 to {num_labels} (the model's classes), got {top_k!r}.")
+        return top_k
+
+    def _target_ids(self, targets: torch.Tensor | None, logits: torch.Tensor, top_k: int) -> torch.Tensor:
         batch = logits.shape[0]
         if targets is None:
-            return logits.argmax(dim=-1, keepdim=True).cpu()
+            return logits.topk(top_k, dim=-1).indices.cpu()
         if targets.dim() == 1:
             return targets.unsqueeze(0).expand(batch, -1).contiguous()
         if targets.shape[0] != batch:

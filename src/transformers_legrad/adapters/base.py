@@ -200,6 +200,12 @@ class FamilyAdapter:
         """The model's own score [batch, prompts] from its final readout and the directions [batch, prompts, f]."""
         return torch.einsum("bf,bkf->bk", image_features.float(), directions.float())
 
+    def probabilities(
+        self, image_features: torch.Tensor, directions: torch.Tensor, scores: torch.Tensor
+    ) -> torch.Tensor:
+        """Scores as the model's own pipeline reports them (classifiers: softmax over all classes)."""
+        return torch.einsum("bc,bkc->bk", image_features.float().softmax(dim=-1), directions.float())
+
     # --- prompts (dual encoders) ---------------------------------------------------------------------------
     @property
     def embedding_dim(self) -> int:
@@ -258,3 +264,9 @@ class DualEncoderAdapter(FamilyAdapter):
         if logit_bias is not None:
             scores = scores + logit_bias.detach().float().to(scores.device)
         return scores
+
+    def probabilities(
+        self, image_features: torch.Tensor, directions: torch.Tensor, scores: torch.Tensor
+    ) -> torch.Tensor:
+        """Softmax over the prompts, as the zero-shot-image-classification pipeline reports CLIP's scores."""
+        return scores.softmax(dim=-1)

@@ -83,6 +83,12 @@ class SiglipAdapter(DualEncoderAdapter):
         readout = F.normalize(pooled[:, 0].float(), dim=-1)
         return readout, AttentionHandle(context=context, values=values, num_heads=num_heads)
 
+    def probabilities(
+        self, image_features: torch.Tensor, directions: torch.Tensor, scores: torch.Tensor
+    ) -> torch.Tensor:
+        """SigLIP scores each prompt on its own: the sigmoid of its logit."""
+        return scores.sigmoid()
+
     def tokenizer_kwargs(self, tokenizer) -> dict[str, object]:
         # SigLIP's text tower pools the LAST token, so prompts must be padded to the full length it was trained on.
         return {"padding": "max_length", "truncation": True, "max_length": self.max_text_length(tokenizer)}
