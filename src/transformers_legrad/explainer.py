@@ -59,6 +59,7 @@ class LeGradOutput:
         explained_layers: the explained block indices, ascending.
         grid_shapes: the (h, w) patch grid of each image; images smaller than the padded tensors (SigLIP 2) have
             zeros outside their own grid.
+        image_sizes: the (height, width) processed size of each image, the region of `heatmaps` it covers.
         target_ids: classifiers only: long [batch, prompts], the explained class of each map.
     """
 
@@ -69,8 +70,17 @@ class LeGradOutput:
     scores: torch.Tensor
     explained_layers: list[int]
     grid_shapes: list[tuple[int, int]]
+    image_sizes: list[tuple[int, int]]
     probabilities: torch.Tensor | None = None
     target_ids: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> LeGradOutput:
+        """A copy with every tensor on `device`."""
+        moved = {
+            name: value.to(device) if isinstance(value, torch.Tensor) else value
+            for name, value in self.__dict__.items()
+        }
+        return LeGradOutput(**moved)
 
 
 class LeGradExplainer:
@@ -207,6 +217,7 @@ class LeGradExplainer:
             probabilities=probabilities.float(),
             explained_layers=list(explained_layers),
             grid_shapes=list(pixels.grid_shapes),
+            image_sizes=list(pixels.image_sizes),
             target_ids=target_ids,
         )
 
@@ -438,20 +449,30 @@ class LeGradExplainer:
                 pixels.model_kwargs[name] = value.to(dtype) if value.is_floating_point() else value
         return pixels
 
+    @property
+    def image_processor(self):
+        """The processor's image part (or the processor itself when it is an image processor), or None."""
+        if self.processor is None:
+            return None
+        return getattr(self.processor, "image_processor", None) or self.processor
+
+    def image_processor_kwargs(self, image_size: int | tuple[int, int] | None) -> dict[str, object]:
+        """The settings that make the image processor produce `image_size` (height, width); {} for its own size."""
+        if image_size is None:
+            return {}
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
+            raise ValueError(f"`image_size` must be a positive int or (height, width), got {image_size!r}.")
+        return self.adapter.processor_size_kwargs(self.image_processor, size)
+
     def _process_images(self, images, image_size):
         if self.processor is None:
             raise ValueError(
                 "Raw images need the model's processor: `LeGradExplainer(model, AutoProcessor.from_pretrained("
                 "model_id))`, or pass model-ready `pixel_values`."
             )
-        image_processor = getattr(self.processor, "image_processor", None) or self.processor
-        kwargs = {}
-        if image_size is not None:
-            size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-            if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
-                raise ValueError(f"`image_size` must be a positive int or (height, width), got {image_size!r}.")
-            kwargs = self.adapter.processor_size_kwargs(image_processor, size)
+        kwargs = self.image_processor_kwargs(image_size)
         try:
-            return image_processor(images=images, return_tensors="pt", **kwargs)
+            return self.image_processor(images=images, return_tensors="pt", **kwargs)
         except Exception as error:  # the processor's own errors are about the images; say so
             raise ValueError(f"the processor could not read the images: {error}") from error

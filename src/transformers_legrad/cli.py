@@ -1,0 +1,290 @@
+"""The `legrad` command line: explain folders of images, export Hub-ready pipelines, run the demo.
+
+    legrad explain IMAGE_OR_DIR... --model ID_OR_DIR --prompt TEXT [--prompt TEXT ...] --out DIR
+    legrad explain IMAGE_OR_DIR... --model VIT_ID --top-k 3 --out DIR
+    legrad export MODEL --out DIR
+    legrad demo --out DIR
+
+User errors (a bad flag, an unknown model, an unreadable image) are reported in one line on stderr, without a
+traceback (`--debug` shows it). A bad image among many is reported by name and skipped; the others are written, and
+the exit status is 1 if any input failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+class UserError(Exception):
+    """A problem the user can fix; reported in one line, without a traceback."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="legrad", description="LeGrad explainability maps for vision transformers.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    explain = commands.add_parser(
+        "explain", parents=[common], help="explain images with prompts (CLIP/SigLIP) or classes"
+    )
+    explain.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
+    explain.add_argument("--model", required=True, help="Hub id or local folder of a supported model")
+    explain.add_argument("--prompt", action="append", default=[], help="a text prompt (repeatable)")
+    explain.add_argument("--top-k", type=int, help="classifiers: explain the k most probable classes")
+    explain.add_argument("--target", action="append", default=[], help="classifiers: a class name or id (repeatable)")
+    explain.add_argument("--out", required=True, type=Path, help="output folder")
+    explain.add_argument("--layers", default=None, help="'all', N (the last N blocks) or indices like 0,5,-1")
+    explain.add_argument("--image-size", default=None, help="explain at this size: N or HxW (e.g. 448)")
+    explain.add_argument("--no-correction", action="store_true", help="SigLIP: turn off the null-prompt correction")
+    explain.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, or 'auto' (device_map='auto')")
+    explain.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="model dtype")
+    explain.add_argument("--batch-size", type=int, default=8, help="images per explanation (default 8)")
+    explain.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    explain.add_argument("--colormap", default="inferno", help="overlay colormap (default inferno)")
+
+    export = commands.add_parser(
+        "export", parents=[common], help="write a Hub-ready folder: weights, processor, pipeline, card"
+    )
+    export.add_argument("model", help="Hub id or local folder of a supported model")
+    export.add_argument("--out", required=True, type=Path, help="output folder")
+
+    demo = commands.add_parser(
+        "demo", parents=[common], help="explain bundled example scenes with the bundled demo model"
+    )
+    demo.add_argument("--out", required=True, type=Path, help="output folder")
+    return parser
+
+
+def parse_layers(text: str | None):
+    """'all', 'N' (the last N blocks) or a comma-separated list of block indices."""
+    if text is None or text == "all":
+        return text
+    try:
+        if "," not in text:
+            return int(text)
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--layers must be 'all', N or indices like 0,5,-1; got {text!r}") from None
+
+
+def parse_image_size(text: str | None):
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
+    if not match:
+        raise UserError(f"--image-size must be N or HxW (e.g. 448 or 448x336); got {text!r}")
+    height = int(match.group(1))
+    return height if match.group(2) is None else (height, int(match.group(2)))
+
+
+def iter_image_paths(inputs: Sequence[str]) -> Iterator[Path]:
+    """Files as given; folders expanded to their image files, sorted. A missing path is yielded to fail later."""
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path
+
+
+def read_image(path: Path):
+    """An upright RGB PIL image, or UserError naming the file and the problem."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if not path.is_file():
+        raise UserError(f"{path}: not a file")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return ImageOps.exif_transpose(image).convert("RGB")
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image (unrecognized format)") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise UserError(f"{path}: unreadable image ({error})") from None
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe version of a label."""
+    cleaned = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+    return cleaned[:limit] or "label"
+
+
+def load_pipeline(model: str, device: str | None, dtype: str | None):
+    """The `legrad-explanation` pipeline for `model`, or UserError when it cannot be loaded."""
+    import torch
+    from transformers import pipeline
+
+    from . import pipeline as _  # noqa: F401  (registers the task)
+
+    local = Path(model).expanduser()
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
+    if looks_local and not local.exists():
+        raise UserError(f"{model}: no such model folder")
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise UserError(f"{model}: not a model folder (no config.json)")
+        model = str(local)
+    kwargs = {}
+    if dtype is not None:
+        kwargs["dtype"] = getattr(torch, dtype)
+    if device == "auto":
+        kwargs["device_map"] = "auto"
+    elif device is not None:
+        kwargs["device"] = device
+    try:
+        return pipeline("legrad-explanation", model=model, **kwargs)
+    except TypeError as error:
+        raise UserError(f"{model}: {error}") from error
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"could not load model {model!r}: {str(error).splitlines()[0]}") from error
+
+
+def explain_command(args: argparse.Namespace) -> int:
+    from huggingface_hub.utils import tqdm
+
+    from . import visualize
+
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UserError("--alpha must be between 0 and 1")
+    layers, image_size = parse_layers(args.layers), parse_image_size(args.image_size)
+    pipe = load_pipeline(args.model, args.device, args.dtype)
+    call = {
+        "layers": layers,
+        "image_size": image_size,
+        "alpha": args.alpha,
+        "colormap": args.colormap,
+        "return_tensors": True,
+    }
+    if pipe.explainer.adapter.is_dual_encoder:
+        if not args.prompt:
+            raise UserError(f"{args.model} explains text prompts: give at least one --prompt")
+        if args.top_k is not None or args.target:
+            raise UserError("--top-k and --target are for image classifiers; this model takes --prompt")
+        call["candidate_labels"] = args.prompt
+        if args.no_correction:
+            call["correction"] = False
+    else:
+        if args.prompt:
+            raise UserError(f"{args.model} is an image classifier: use --top-k N or --target LABEL, not --prompt")
+        if args.top_k is not None and args.target:
+            raise UserError("give either --top-k or --target, not both")
+        if args.target:
+            call["targets"] = [int(t) if t.lstrip("-").isdigit() else t for t in args.target]
+        else:
+            call["top_k"] = args.top_k or 1
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    paths = list(iter_image_paths(args.inputs))
+    if not paths:
+        raise UserError("no images found in the given inputs")
+    records, failures = [], 0
+    used_stems: set[str] = set()
+    with tqdm(total=len(paths), desc="explaining", unit="image", disable=len(paths) < 2) as progress:
+        for start in range(0, len(paths), args.batch_size):
+            batch = []
+            for path in paths[start : start + args.batch_size]:
+                try:
+                    batch.append((path, read_image(path)))
+                except UserError as error:
+                    print(f"error: {error}", file=sys.stderr)
+                    failures += 1
+                    progress.update(1)
+            if not batch:
+                continue
+            try:
+                results = pipe([image for _, image in batch], batch_size=len(batch), **call)
+            except (ValueError, TypeError) as error:
+                raise UserError(str(error)) from error
+            for (path, image), entries in zip(batch, results, strict=True):
+                stem = _unique_stem(path, used_stems)
+                records.extend(_write_image_results(args.out, stem, path, image, entries, visualize, call))
+                progress.update(1)
+    (args.out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
+    written = len({record["image"] for record in records})
+    print(f"wrote maps for {written} image(s) to {args.out}" + (f"; {failures} failed" if failures else ""))
+    return EXIT_INPUT_FAILED if failures else EXIT_OK
+
+
+def _unique_stem(path: Path, used: set[str]) -> str:
+    stem, index = slug(path.stem, 60), 1
+    candidate = stem
+    while candidate in used:
+        index += 1
+        candidate = f"{stem}-{index}"
+    used.add(candidate)
+    return candidate
+
+
+def _write_image_results(out: Path, stem: str, path: Path, image, entries, visualize, call) -> list[dict]:
+    records = []
+    for rank, entry in enumerate(entries):
+        name = f"{stem}_{rank:02d}_{slug(entry['label'])}"
+        entry["overlay"].save(out / f"{name}_overlay.png")
+        entry["heatmap"].save(out / f"{name}_heatmap.png")
+        records.append(
+            {
+                "image": str(path),
+                "label": entry["label"],
+                "score": entry["score"],
+                "overlay": f"{name}_overlay.png",
+                "heatmap": f"{name}_heatmap.png",
+                "grid": f"{stem}_grid.png",
+            }
+        )
+    visualize.save_grid(
+        out / f"{stem}_grid.png",
+        image,
+        [entry["map"] for entry in entries],
+        [entry["label"] for entry in entries],
+        scores=[entry["score"] for entry in entries],
+        alpha=call["alpha"],
+        colormap=call["colormap"],
+    )
+    return records
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from .export import export_pipeline
+
+    folder = export_pipeline(load_pipeline(args.model, None, None), args.out, model_id=args.model)
+    print(f"wrote a Hub-ready folder to {folder}")
+    return EXIT_OK
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    raise UserError(
+        "the bundled demo models are not part of this version yet; meanwhile run `legrad explain IMAGE --model "
+        "openai/clip-vit-base-patch16 --prompt 'a cat' --out DIR` on a checkpoint you have"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    commands = {"explain": explain_command, "export": export_command, "demo": demo_command}
+    try:
+        return commands[args.command](args)
+    except UserError as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""From the processed image back to the original one.
+
+Processors resize (and some center-crop) before the model sees an image, so a heatmap lives on the processed
+image. To draw it over the picture the user gave, the heatmap is mapped onto the region of the original image that
+the processed image shows; outside that region (cropped away) the map is zero. Only the processor's settings are
+used, never the model family.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def processed_region(
+    image_processor, width: int, height: int, size: dict | None = None, crop_size: dict | None = None
+) -> tuple[float, float, float, float]:
+    """The box (left, top, right, bottom), in original pixels, that the processed image shows.
+
+    Args:
+        image_processor: the image processor that produced the model's input.
+        width, height: the original image's size.
+        size, crop_size: the settings the processor was called with, where they override its own.
+    """
+    size = size or getattr(image_processor, "size", None) or {}
+    resized_width, resized_height = float(width), float(height)
+    if getattr(image_processor, "do_resize", True):
+        if "shortest_edge" in size:
+            short, long = sorted((width, height))
+            new_short = size["shortest_edge"]
+            new_long = int(new_short * long / short)
+            resized_width, resized_height = (new_short, new_long) if width <= height else (new_long, new_short)
+        elif "height" in size and "width" in size:
+            resized_width, resized_height = float(size["width"]), float(size["height"])
+    left, top, right, bottom = 0.0, 0.0, resized_width, resized_height
+    crop_size = crop_size or getattr(image_processor, "crop_size", None)
+    if getattr(image_processor, "do_center_crop", False) and crop_size:
+        crop_height, crop_width = crop_size["height"], crop_size["width"]
+        top = max(0.0, float(int((resized_height - crop_height) / 2)))
+        left = max(0.0, float(int((resized_width - crop_width) / 2)))
+        bottom = min(resized_height, top + crop_height)
+        right = min(resized_width, left + crop_width)
+    scale_x, scale_y = width / resized_width, height / resized_height
+    return left * scale_x, top * scale_y, right * scale_x, bottom * scale_y
+
+
+def heatmap_on_original(
+    heatmap: torch.Tensor, region: tuple[float, float, float, float], width: int, height: int
+) -> torch.Tensor:
+    """Place a processed-image heatmap [H, W] on the original image: float32 [height, width], 0 outside `region`."""
+    left, top, right, bottom = (round(v) for v in region)
+    left, top = max(0, left), max(0, top)
+    right, bottom = min(width, max(right, left + 1)), min(height, max(bottom, top + 1))
+    resized = F.interpolate(
+        heatmap.float()[None, None], size=(bottom - top, right - left), mode="bilinear", align_corners=False
+    )[0, 0]
+    canvas = torch.zeros(height, width, dtype=torch.float32)
+    canvas[top:bottom, left:right] = resized.clamp(0.0, 1.0)
+    return canvas
