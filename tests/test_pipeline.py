@@ -148,3 +148,11 @@ def test_map_values_track_the_explainer_heatmap_ordering(siglip):
     out = LeGradExplainer(siglip.model, siglip.processor).explain(images=image, text=LABELS[:1])
     torch.testing.assert_close(minmax(result[None, None]), out.heatmaps, rtol=1e-5, atol=1e-6)
     assert isinstance(result, torch.Tensor) and Image.fromarray(np.uint8(result.numpy() * 255)).size == (48, 48)
+
+
+def test_siglip2_image_size_through_the_pipeline(siglip2):
+    pipe = pipeline("legrad-explanation", model=siglip2.path)
+    image = random_image(10, (80, 40))
+    result = pipe(image, candidate_labels=LABELS[:1], image_size=32, return_tensors=True)[0]
+    assert result["map"].shape == (40, 80) and result["heatmap"].size == (80, 40)
+    assert 0.9 < result["map"].max() <= 1.0 and 0.0 <= result["map"].min() < 0.1

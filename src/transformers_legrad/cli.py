@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("model", help="Hub id or local folder of a supported model")
     export.add_argument("--out", required=True, type=Path, help="output folder")
+    export.add_argument(
+        "--base-model", default=None, help="Hub id of the base checkpoint, for the card (needed for a local MODEL)"
+    )
 
     demo = commands.add_parser(
         "demo", parents=[common], help="explain bundled example scenes with the bundled demo model"
@@ -259,7 +262,16 @@ def _write_image_results(out: Path, stem: str, path: Path, image, entries, visua
 def export_command(args: argparse.Namespace) -> int:
     from .export import export_pipeline
 
-    folder = export_pipeline(load_pipeline(args.model, None, None), args.out, model_id=args.model)
+    base_model = args.base_model
+    if base_model is None:
+        if Path(args.model).expanduser().exists():
+            raise UserError(f"{args.model} is a local folder: name its Hub checkpoint with --base-model ORG/NAME")
+        base_model = args.model
+    pipe = load_pipeline(args.model, None, None)
+    try:
+        folder = export_pipeline(pipe, args.out, model_id=base_model)
+    except ValueError as error:
+        raise UserError(str(error)) from error
     print(f"wrote a Hub-ready folder to {folder}")
     return EXIT_OK
 

@@ -189,7 +189,9 @@ class LeGradExplanationPipeline(Pipeline):
         results = []
         for b, picture in enumerate(model_outputs["pictures"]):
             width, height = picture.size
-            region = geometry.processed_region(self.explainer.image_processor, width, height, **size_kwargs)
+            region = geometry.processed_region(
+                self.explainer.image_processor, width, height, size_kwargs.get("size"), size_kwargs.get("crop_size")
+            )
             labels = model_outputs["labels"] or output.labels
             labels = labels if isinstance(labels[0], str) else labels[b]
             processed_height, processed_width = output.image_sizes[b]

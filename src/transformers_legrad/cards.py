@@ -1,0 +1,658 @@
+"""Hub-ready model cards: how to explain a supported checkpoint with LeGrad, one Markdown file per model.
+
+    >>> from transformers_legrad.cards import CARD_MODELS, render_card, write_cards
+    >>> card = render_card("openai/clip-vit-base-patch16")     # YAML front matter + sections, as a string
+    >>> render_card("me/my-clip-finetune", config=model.config, license="mit")   # a checkpoint not in the table
+    >>> write_cards("model_cards/")                              # every CARD_MODELS entry + template.md
+
+`python -m transformers_legrad.cards model_cards/` regenerates the repository's `model_cards/` folder.
+
+A card is `model_card_template.md` (shipped next to this module) filled in with `string.Template`: the front matter
+follows Hub conventions (`library_name`, `pipeline_tag` = the base model's task, `license` = the base model's as
+published on the Hub, `base_model`, tags), the sections say what the maps show, how to get them (pipeline, Python
+API, CLI), how to read them and where they stop. Everything that depends on the checkpoint comes from its
+`CardModel` row; everything that depends on how the model is loaded (score, processor geometry, pipeline
+arguments) comes from its transformers class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+
+ZERO_SHOT = "zero-shot-image-classification"
+CLASSIFICATION = "image-classification"
+BASE_TASKS = (ZERO_SHOT, CLASSIFICATION)
+TEMPLATE_NAME = "model_card_template.md"
+UNKNOWN_LICENSE = "unknown"  # the Hub's identifier for "license not known"
+
+EXAMPLE_IMAGE = "cats.jpg"
+EXAMPLE_PROMPTS = ("a cat", "a remote control")
+EXAMPLE_CLASS = "tabby, tabby cat"  # ImageNet-1k class 281, as named in the ViT/DeiT checkpoints' id2label
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How a transformers class is explained: what its score is and what its processor does to the image."""
+
+    base_task: str
+    processor_class: str
+    score_definition: str
+    reading_notes: tuple[str, ...]
+
+    @property
+    def is_dual_encoder(self) -> bool:
+        return self.base_task == ZERO_SHOT
+
+
+_CLIP_SCORE = (
+    "A prompt's score at block l is CLIP's image-text cosine computed from that block's output tokens: "
+    "`s^l = <t, normalize(visual_projection(post_layernorm(mean of all tokens)))>`, where `t` is the prompt's "
+    "normalized text embedding (mean pooling over all tokens, CLS included, as in the authors' code)."
+)
+_SIGLIP_SCORE = (
+    "A prompt's score at block l is SigLIP's image-text cosine computed by the attention-pooling head applied to "
+    "that block's output tokens: `s^l = <t, normalize(head(Z^l))>`, where `t` is the prompt's normalized text "
+    "embedding; the gradient is taken with respect to the pooling head's attention probabilities, recomputed for "
+    "each block."
+)
+_CLASSIFIER_SCORE = (
+    "A class's score at block l is the classifier's logit for that class computed from that block's output "
+    "tokens: `s^l = classifier(layernorm(mean of all tokens))[class]` (the recipe of the LeGrad paper transposed "
+    "to a classification head)."
+)
+_CORRECTION_NOTE = (
+    '- **Null-prompt correction** (on by default, as in the authors\' code): the map of the prompt "a photo of a" '
+    "is computed too, min-max normalized, and each prompt's map is set to zero wherever that null map exceeds 0.8. "
+    "It masks regions that light up whatever the prompt, which say nothing about yours. Pass `correction=False` "
+    "(pipeline or `explain`) to see the uncorrected map."
+)
+_SIGMOID_NOTE = (
+    "- **Scores.** The pipeline's `score` is SigLIP's sigmoid probability for each label on its own: labels do "
+    "not compete, so scores need not sum to 1. `LeGradExplainer` returns the model's `logits_per_image` in "
+    "`out.scores` and the probabilities in `out.probabilities`."
+)
+ARCHITECTURES: dict[str, Architecture] = {
+    "CLIPModel": Architecture(
+        base_task=ZERO_SHOT,
+        processor_class="AutoProcessor",
+        score_definition=_CLIP_SCORE,
+        reading_notes=(
+            "- **Center crop.** CLIP's processor resizes the short side of the image and center-crops a square. On "
+            "a non-square image the model never sees the cropped-away sides: the pipeline's `heatmap` and `overlay` "
+            "are blank (zero) there, which means *not looked at*, not *no evidence*. Pad the image to a square "
+            "first if the whole picture matters.",
+            "- **Scores.** The pipeline's `score` is the softmax over the labels you pass, as in "
+            "`zero-shot-image-classification`: it changes with the other labels. `LeGradExplainer` returns CLIP's "
+            "`logits_per_image` in `out.scores`.",
+        ),
+    ),
+    "SiglipModel": Architecture(
+        base_task=ZERO_SHOT,
+        processor_class="AutoProcessor",
+        score_definition=_SIGLIP_SCORE,
+        reading_notes=(
+            _CORRECTION_NOTE,
+            _SIGMOID_NOTE,
+            "- **Whole image.** The processor resizes the image to a square without cropping, so the map covers "
+            "the whole picture; non-square images are squeezed for the model and the maps are stretched back to "
+            "the original shape.",
+        ),
+    ),
+    "Siglip2Model": Architecture(
+        base_task=ZERO_SHOT,
+        processor_class="AutoProcessor",
+        score_definition=_SIGLIP_SCORE,
+        reading_notes=(
+            _CORRECTION_NOTE,
+            _SIGMOID_NOTE,
+            "- **Aspect ratio.** The NaFlex processor keeps each image's aspect ratio and picks its own patch grid "
+            "(up to `max_num_patches`), so the map covers the whole picture without distortion; padded patches are "
+            "never part of a map.",
+        ),
+    ),
+}
+_CLASSIFIER_NOTES = (
+    "- **Classes, not prompts.** Without `targets` the pipeline explains the `top_k` most probable classes (default "
+    "1) and `explain` the top-1 class; `targets` takes class ids or label names from `model.config.id2label`.",
+    "- **Scores.** The pipeline's `score` is the softmax probability over all classes, as in "
+    "`image-classification`; `LeGradExplainer` returns the class logits in `out.scores`.",
+    "- **Processor geometry.** The map covers what the processor shows the model: if it center-crops, the "
+    "cropped-away parts of the image are blank (zero) in the pipeline's `heatmap` and `overlay`.",
+)
+ARCHITECTURES.update(
+    (name, Architecture(CLASSIFICATION, "AutoImageProcessor", _CLASSIFIER_SCORE, _CLASSIFIER_NOTES))
+    for name in (
+        "ViTForImageClassification",
+        "DeiTForImageClassification",
+        "DeiTForImageClassificationWithTeacher",
+        "Dinov2ForImageClassification",
+    )
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: its Hub tag (the key of FAMILIES), how it is named in prose, and its usual class."""
+
+    display_name: str
+    model_class: str
+
+
+FAMILIES: dict[str, Family] = {
+    "clip": Family("CLIP", "CLIPModel"),
+    "siglip": Family("SigLIP", "SiglipModel"),
+    "siglip2": Family("SigLIP 2", "Siglip2Model"),
+    "vit": Family("ViT", "ViTForImageClassification"),
+    "deit": Family("DeiT", "DeiTForImageClassification"),
+    "dinov2": Family("DINOv2", "Dinov2ForImageClassification"),
+}
+
+
+@dataclass(frozen=True)
+class CardModel:
+    """One row of CARD_MODELS: what a card needs to know about a checkpoint.
+
+    Attributes:
+        model_id: the Hub id (or any name, for a checkpoint rendered from its config).
+        family: a FAMILIES key; also the card's family tag.
+        model_class: the transformers class that loads the checkpoint (an ARCHITECTURES key).
+        base_task: the base model's pipeline task, `zero-shot-image-classification` or `image-classification`.
+        license: the base model's license identifier as published on the Hub.
+        native_resolution: the square input size the model was trained at, in pixels; None if not fixed/known.
+        patch_size: pixels per patch side; None if unknown.
+        parameters_millions: approximate parameter count of the whole checkpoint (all towers), in millions.
+        image_tower_parameters_millions: approximate parameters of the image tower (what LeGrad differentiates).
+        image_size: suggested processed size to explain at (position embeddings are interpolated); None: native.
+        dtype: suggested torch dtype to load with (e.g. "bfloat16" for the largest models); None: the default.
+        image_size_note: why `image_size` is what it is, when that is not the usual "twice a 224 model's size".
+    """
+
+    model_id: str
+    family: str
+    model_class: str
+    base_task: str
+    license: str
+    native_resolution: int | None
+    patch_size: int | None
+    parameters_millions: float | None = None
+    image_tower_parameters_millions: float | None = None
+    image_size: int | None = None
+    dtype: str | None = None
+    image_size_note: str | None = None
+
+    @property
+    def architecture(self) -> Architecture:
+        return ARCHITECTURES[self.model_class]
+
+    @property
+    def parameter_class(self) -> str | None:
+        """The Hub-style size bucket of the whole checkpoint: "<100M", "100M-1B" or "1B-10B"."""
+        if self.parameters_millions is None:
+            return None
+        for bound, name in ((100, "<100M"), (1_000, "100M-1B"), (10_000, "1B-10B")):
+            if self.parameters_millions < bound:
+                return name
+        return ">10B"
+
+    @property
+    def explain_size_argument(self) -> str:
+        """`, image_size=N` when the suggested size differs from the native one, else ""."""
+        if self.image_size is None or self.image_size == self.native_resolution:
+            return ""
+        return f", image_size={self.image_size}"
+
+    @property
+    def example_call(self) -> str:
+        """The pipeline call a card shows, on a pipeline bound to `explain`."""
+        if self.architecture.is_dual_encoder:
+            labels = ", ".join(f'"{prompt}"' for prompt in EXAMPLE_PROMPTS)
+            return f'explain("{EXAMPLE_IMAGE}", candidate_labels=[{labels}]{self.explain_size_argument})'
+        return f'explain("{EXAMPLE_IMAGE}", top_k=3{self.explain_size_argument})'
+
+
+def _card(model_id: str, family: str, **fields: Any) -> tuple[str, CardModel]:
+    model_class = fields.pop("model_class", FAMILIES[family].model_class)
+    base_task = ARCHITECTURES[model_class].base_task
+    return model_id, CardModel(model_id, family, model_class, base_task, **fields)
+
+
+# Licenses: the license tag of each Hub repo; the openai/* repos carry none, and "mit" is the license of the
+# openai/CLIP release they come from. Parameter counts: models built on the meta device with each checkpoint's
+# published architecture hyperparameters, rounded.
+CARD_MODELS: dict[str, CardModel] = dict(
+    [
+        _card(
+            "openai/clip-vit-base-patch16",
+            "clip",
+            license="mit",
+            native_resolution=224,
+            patch_size=16,
+            parameters_millions=150,
+            image_tower_parameters_millions=86,
+            image_size=448,
+        ),
+        _card(
+            "openai/clip-vit-large-patch14",
+            "clip",
+            license="mit",
+            native_resolution=224,
+            patch_size=14,
+            parameters_millions=428,
+            image_tower_parameters_millions=304,
+            image_size=448,
+        ),
+        _card(
+            "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k",
+            "clip",
+            license="mit",
+            native_resolution=224,
+            patch_size=14,
+            parameters_millions=2_540,
+            image_tower_parameters_millions=1_845,
+            image_size=448,
+            dtype="bfloat16",
+        ),
+        _card(
+            "google/siglip-base-patch16-224",
+            "siglip",
+            license="apache-2.0",
+            native_resolution=224,
+            patch_size=16,
+            parameters_millions=203,
+            image_tower_parameters_millions=93,
+            image_size=448,
+        ),
+        _card(
+            "google/siglip-so400m-patch14-384",
+            "siglip",
+            license="apache-2.0",
+            native_resolution=384,
+            patch_size=14,
+            parameters_millions=878,
+            image_tower_parameters_millions=428,
+            image_size=384,
+            image_size_note="its 27 x 27 patch grid is already as fine as a 224-pixel model's at 448",
+        ),
+        _card(
+            "google/siglip2-base-patch16-224",
+            "siglip2",
+            model_class="SiglipModel",  # fixed-resolution SigLIP 2 checkpoints are SigLIP models; NaFlex ones are not
+            license="apache-2.0",
+            native_resolution=224,
+            patch_size=16,
+            parameters_millions=375,
+            image_tower_parameters_millions=93,
+            image_size=448,
+        ),
+        _card(
+            "google/vit-base-patch16-224",
+            "vit",
+            license="apache-2.0",
+            native_resolution=224,
+            patch_size=16,
+            parameters_millions=87,
+            image_tower_parameters_millions=86,
+            image_size=224,
+            image_size_note=(
+                "the classification head was fine-tuned at 224 x 224; at another size the class scores being "
+                "explained (and possibly the top class) change"
+            ),
+        ),
+    ]
+)
+
+
+# --- rendering ---------------------------------------------------------------------------------------------------
+def template_text() -> str:
+    """The raw card template (`model_card_template.md`, shipped with the package)."""
+    return resources.files(__package__).joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
+
+
+def render_card(
+    model_id: str,
+    *,
+    family: str | None = None,
+    base_task: str | None = None,
+    license: str | None = None,
+    extra: Mapping[str, str] | None = None,
+    config: Any = None,
+) -> str:
+    """Render the Hub model card (Markdown with YAML front matter) for explaining `model_id` with LeGrad.
+
+    Args:
+        model_id: a CARD_MODELS id, or any other Hub id (e.g. of a fine-tune), which then needs `config` or
+            `family`. The CARD_MODELS row wins over `config` for the ids it lists.
+        family: a FAMILIES key; overrides the table's, or names the family of an unknown id.
+        base_task: `zero-shot-image-classification` or `image-classification`; must be the task of the model's
+            class (it cannot turn a dual encoder into a classifier), checked when given.
+        license: the base model's Hub license identifier; default the table's, or "unknown" for other ids.
+        extra: more template fields, or overrides of the computed ones (e.g. {"grid_description": "..."}).
+        config: a transformers `PretrainedConfig` (or its `to_dict()`) of an unknown checkpoint: family, class,
+            native resolution and patch size are read from it.
+
+    Raises:
+        ValueError: an id that is not a Hub id (e.g. a local path), an unknown id without `config` or `family`,
+            an unknown family, a config this package cannot explain, or a `base_task` that does not match the
+            model class.
+    """
+    entry = _card_model(model_id, family=family, base_task=base_task, license=license, config=config)
+    fields = _fields(entry)
+    fields.update(extra or {})
+    return Template(template_text()).substitute(fields)
+
+
+def write_cards(out_dir: str | Path) -> list[Path]:
+    """Write `<out_dir>/<org>__<name>.md` for every CARD_MODELS entry and `<out_dir>/template.md`.
+
+    Returns:
+        The written paths, the cards in CARD_MODELS order, then the template.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for model_id in CARD_MODELS:
+        path = out / card_filename(model_id)
+        path.write_text(render_card(model_id), encoding="utf-8", newline="\n")
+        written.append(path)
+    path = out / "template.md"
+    path.write_text(template_text(), encoding="utf-8", newline="\n")
+    written.append(path)
+    return written
+
+
+def card_filename(model_id: str) -> str:
+    """`org/name` -> `org__name.md`."""
+    return model_id.replace("/", "__") + ".md"
+
+
+# --- what goes into a card ---------------------------------------------------------------------------------------
+def _check_hub_id(model_id) -> None:
+    """A card's `base_model` and links need a Hub id (`org/name` or `name`), not a local path."""
+    from huggingface_hub.utils import validate_repo_id
+
+    if not isinstance(model_id, str):
+        raise ValueError(f"`model_id` must be a Hub model id such as 'org/name', got {model_id!r}.")
+    try:
+        validate_repo_id(model_id)
+    except ValueError:
+        raise ValueError(
+            f"{model_id!r} is not a Hub model id ('org/name'): a card's `base_model` and links need one. For a "
+            "local checkpoint, pass the id it is (or will be) published under, with its `config=`."
+        ) from None
+
+
+def _card_model(model_id, *, family, base_task, license, config) -> CardModel:
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"`family` must be one of {', '.join(FAMILIES)}, got {family!r}.")
+    _check_hub_id(model_id)
+    if model_id in CARD_MODELS:  # the table wins over a config: it holds what a config cannot (license, sizes)
+        entry = CARD_MODELS[model_id]
+        if family is not None and family != entry.family:
+            entry = replace(entry, family=family)
+    elif config is not None:
+        entry = _card_model_from_config(model_id, config, family)
+    elif family is not None:
+        model_class = FAMILIES[family].model_class
+        entry = CardModel(
+            model_id, family, model_class, ARCHITECTURES[model_class].base_task, UNKNOWN_LICENSE, None, None
+        )
+    else:
+        raise ValueError(
+            f"no card data for {model_id!r}: it is not one of CARD_MODELS ({', '.join(CARD_MODELS)}). Pass its "
+            "transformers config (`render_card(model_id, config=model.config)`) or its family "
+            f"(`family=` one of {', '.join(FAMILIES)})."
+        )
+    if license is not None:
+        if not isinstance(license, str) or not license.strip():
+            raise ValueError(f"`license` must be a Hub license identifier such as 'mit', got {license!r}.")
+        entry = replace(entry, license=license)
+    if base_task is not None:
+        if base_task not in BASE_TASKS:
+            raise ValueError(f"`base_task` must be one of {', '.join(BASE_TASKS)}, got {base_task!r}.")
+        if base_task != entry.base_task:
+            raise ValueError(
+                f"{model_id!r} loads as {entry.model_class}, whose task is {entry.base_task!r}, not {base_task!r}."
+            )
+    return entry
+
+
+# A config's model_type is its family, for the families this package explains.
+_MODEL_TYPE_FAMILIES = {model_type: model_type for model_type in ("clip", "siglip", "siglip2", "vit", "deit", "dinov2")}
+
+
+def _card_model_from_config(model_id: str, config, family: str | None) -> CardModel:
+    values = config if isinstance(config, Mapping) else config.to_dict()
+    model_type = values.get("model_type")
+    if model_type not in _MODEL_TYPE_FAMILIES:
+        raise ValueError(
+            f"cannot make a LeGrad card from a {model_type!r} config: supported model types are "
+            f"{', '.join(_MODEL_TYPE_FAMILIES)} (checkpoints that load as {', '.join(ARCHITECTURES)})."
+        )
+    family = family or _MODEL_TYPE_FAMILIES[model_type]
+    architectures = [name for name in values.get("architectures") or () if name in ARCHITECTURES]
+    model_class = architectures[0] if architectures else _default_class(model_type)
+    if model_class is None:
+        raise ValueError(
+            f"the {model_type!r} config of {model_id!r} lists architectures {values.get('architectures')}, none of "
+            f"them an image classifier LeGrad explains ({', '.join(ARCHITECTURES)})."
+        )
+    vision = values.get("vision_config") or values
+    native = vision.get("image_size") if model_type != "siglip2" else None
+    patch = vision.get("patch_size")
+    image_size = None
+    if native is not None and ARCHITECTURES[model_class].is_dual_encoder and native <= 256:
+        image_size = 2 * native  # the authors' demo setting for 224-pixel models
+    return CardModel(
+        model_id,
+        family,
+        model_class,
+        ARCHITECTURES[model_class].base_task,
+        UNKNOWN_LICENSE,
+        native,
+        patch,
+        image_size=image_size,
+    )
+
+
+def _default_class(model_type: str) -> str | None:
+    """The class of a config that names none: dual encoders have one; a classifier needs its head named."""
+    return {"clip": "CLIPModel", "siglip": "SiglipModel", "siglip2": "Siglip2Model"}.get(model_type)
+
+
+def _fields(entry: CardModel) -> dict[str, str]:
+    architecture = entry.architecture
+    dual = architecture.is_dual_encoder
+    return {
+        "model_id": entry.model_id,
+        "base_task": entry.base_task,
+        "license": entry.license,
+        "family": entry.family,
+        "model_table": _model_table(entry),
+        "subject": "prompt" if dual else "class",
+        "score_definition": _wrap(architecture.score_definition),
+        "pipeline_example": _pipeline_example(entry),
+        "python_example": _python_example(entry),
+        "python_notes": "\n\n".join(_wrap(note) for note in _python_notes(entry)),
+        "cli_example": _cli_example(entry),
+        "reading_notes": "\n".join(_wrap(note, bullet=True) for note in architecture.reading_notes),
+        "method_note": _wrap(_method_note(entry), bullet=True),
+        "scope_note": _wrap(_scope_note(entry), bullet=True),
+        "grid_description": _grid_description(entry),
+    }
+
+
+def _wrap(text: str, bullet: bool = False) -> str:
+    """Prose wrapped like the template (at 116 columns); bullets get a hanging indent."""
+    return textwrap.fill(
+        text, width=116, subsequent_indent="  " if bullet else "", break_long_words=False, break_on_hyphens=False
+    )
+
+
+def _scope_note(entry: CardModel) -> str:
+    if entry.architecture.is_dual_encoder:
+        return (
+            "- Only the image tower is explained: LeGrad differentiates the vision transformer's attention; which "
+            "words of a prompt matter is not computed."
+        )
+    return (
+        "- The maps explain LeGrad's per-block class score (the mean of all tokens through the final norm and the "
+        "head), not the model's own pooling (such as the CLS token); "
+        '`LeGradExplainer(model, processor, score="model")` uses the model\'s own pooling at every block instead.'
+    )
+
+
+def _method_note(entry: CardModel) -> str:
+    if entry.architecture.is_dual_encoder:
+        return (
+            "- How faithfully the maps reflect the model's reasoning is a property of the LeGrad method; see the "
+            "paper for its evaluation. This package computes the maps of the authors' released code (checked "
+            "against it in its tests); it does not make them more faithful."
+        )
+    return (
+        "- How faithfully the maps reflect the model's reasoning is a property of the LeGrad method; see the paper "
+        "for its evaluation. The paper and the authors' code explain image-text models; for classifiers this "
+        "package applies the same recipe to the classification head, with no released reference to compare to."
+    )
+
+
+def _millions(value: float) -> str:
+    return f"~{value / 1000:.1f}B" if value >= 1000 else f"~{value:.0f}M"
+
+
+def _model_table(entry: CardModel) -> str:
+    rows = [
+        ("base model", f"[`{entry.model_id}`](https://huggingface.co/{entry.model_id})"),
+        ("family", FAMILIES[entry.family].display_name),
+        ("transformers class", f"`{entry.model_class}`"),
+        ("base task", f"`{entry.base_task}`"),
+        ("license (base model)", f"`{entry.license}`"),
+    ]
+    if entry.native_resolution is not None:
+        rows.append(("native resolution", f"{entry.native_resolution} x {entry.native_resolution} pixels"))
+    if entry.patch_size is not None:
+        rows.append(("patch size", f"{entry.patch_size} x {entry.patch_size} pixels"))
+    if entry.parameters_millions is not None:
+        rows.append(("parameters", f"{_millions(entry.parameters_millions)} ({entry.parameter_class})"))
+    if entry.image_tower_parameters_millions is not None:
+        rows.append(("image tower (what LeGrad explains)", f"{_millions(entry.image_tower_parameters_millions)}"))
+    if entry.image_size is not None:
+        rows.append(("suggested `image_size`", f"{entry.image_size} ({_grid_description(entry)})"))
+    return "\n".join(f"| {name} | {value} |" for name, value in rows)
+
+
+def _grid_description(entry: CardModel) -> str:
+    size = entry.image_size or entry.native_resolution
+    if size is None or entry.patch_size is None:
+        return "one cell per patch"
+    cells = size // entry.patch_size
+    return f"{cells} x {cells} patches at {size} x {size} pixels"
+
+
+def _pipeline_example(entry: CardModel) -> str:
+    lines = [
+        'import transformers_legrad  # registers the "legrad-explanation" task',
+        "from transformers import pipeline",
+        "",
+        f'explain = pipeline("legrad-explanation", model="{entry.model_id}")',
+        f"results = {entry.example_call}",
+        "for rank, result in enumerate(results):",
+        '    print(result["label"], round(result["score"], 3))',
+        '    result["overlay"].save(f"legrad_{rank}.png")',
+    ]
+    return "\n".join(lines)
+
+
+def _python_example(entry: CardModel) -> str:
+    architecture = entry.architecture
+    processor = architecture.processor_class
+    size = entry.explain_size_argument
+    load_kwargs = f", dtype=torch.{entry.dtype}" if entry.dtype else ""
+    lines = [
+        "import torch",
+        "from PIL import Image",
+        f"from transformers import {processor}, {entry.model_class}",
+        "from transformers_legrad import LeGradExplainer",
+        "",
+        'device = "cuda" if torch.cuda.is_available() else "cpu"',
+        f'model = {entry.model_class}.from_pretrained("{entry.model_id}"{load_kwargs}).to(device)',
+        f'processor = {processor}.from_pretrained("{entry.model_id}")',
+        "explainer = LeGradExplainer(model, processor)  # explains the last 2 blocks, the authors' default",
+        "",
+        f'image = Image.open("{EXAMPLE_IMAGE}")',
+    ]
+    if architecture.is_dual_encoder:
+        prompts = ", ".join(f'"{prompt}"' for prompt in EXAMPLE_PROMPTS)
+        lines += [
+            f"out = explainer.explain(images=image, text=[{prompts}]{size})",
+            "out.heatmaps  # float32 [images, prompts, height, width] in [0, 1], one map per prompt",
+            "out.scores    # float32 [images, prompts]: logits_per_image",
+        ]
+    else:
+        lines += [
+            f"out = explainer.explain(images=image{size})  # the top-1 class",
+            f'out = explainer.explain(images=image, targets=["{EXAMPLE_CLASS}", 285]{size})  # a name, an id',
+            "out.heatmaps  # float32 [images, classes, height, width] in [0, 1], one map per class",
+            "out.labels, out.target_ids, out.scores  # class names, class ids, logits",
+        ]
+    return "\n".join(lines)
+
+
+def _python_notes(entry: CardModel) -> list[str]:
+    notes = [
+        '`layers=` (constructor or call) picks the explained blocks: an int n for the last n, `"all"`, or block '
+        "indices; `return_layer_maps=True` adds each block's map in `out.layer_maps`. `out.grid_maps` holds the "
+        "raw summed maps on the patch grid."
+    ]
+    if entry.explain_size_argument:
+        notes.append(
+            f"`image_size={entry.image_size}` explains at {entry.image_size} x {entry.image_size} instead of the "
+            f"native {entry.native_resolution} (position embeddings are interpolated), the setting of the LeGrad "
+            "authors' demo: finer maps, and the scores are computed at that size too. Drop it for the native size."
+        )
+    elif entry.image_size is not None and entry.image_size_note:
+        notes.append(
+            f"The suggested size is the native {entry.image_size} x {entry.image_size}: {entry.image_size_note}."
+        )
+    if entry.dtype:
+        notes.append(
+            f"`dtype=torch.{entry.dtype}` halves the memory of this {_millions(entry.parameters_millions or 0)} "
+            "parameter checkpoint; half-precision maps agree with float32 ones (the package's tests ask for a "
+            "correlation of at least 0.99)."
+        )
+    return notes
+
+
+def _cli_example(entry: CardModel) -> str:
+    if entry.architecture.is_dual_encoder:
+        what = " ".join(f'--prompt "{prompt}"' for prompt in EXAMPLE_PROMPTS)
+    else:
+        what = "--top-k 3"
+    options = [f"--model {entry.model_id}", what]
+    if entry.explain_size_argument:
+        options.append(f"--image-size {entry.image_size}")
+    if entry.dtype:
+        options.append(f"--dtype {entry.dtype}")
+    return " \\\n    ".join([f"legrad explain {EXAMPLE_IMAGE}", *options, "--out legrad_maps/"])
+
+
+# --- python -m transformers_legrad.cards OUT_DIR -----------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m transformers_legrad.cards", description="Write the LeGrad model cards of CARD_MODELS."
+    )
+    parser.add_argument("out_dir", nargs="?", default="model_cards", help="folder to write (default: model_cards)")
+    args = parser.parse_args(argv)
+    for path in write_cards(args.out_dir):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""Hub-ready folders: a model, its processor, the `legrad-explanation` pipeline and a model card.
+
+The folder loads with `pipeline(model=FOLDER, trust_remote_code=True)` in a process that never imported this
+package: its config names the task in `custom_pipelines`, and the pipeline module written next to the weights is a
+one-line import of the installed `transformers-legrad` (so the Hub runs this package's released code, not a copy).
+With the package imported, `pipeline("legrad-explanation", model=FOLDER)` needs no remote code at all.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .pipeline import TASK
+
+PIPELINE_MODULE = "legrad_pipeline"
+PIPELINE_MODULE_SOURCE = '''"""legrad-explanation, from the installed package (pip install transformers-legrad)."""
+
+from transformers_legrad.pipeline import LeGradExplanationPipeline
+
+__all__ = ["LeGradExplanationPipeline"]
+'''
+
+
+def export_pipeline(pipe, out: str | Path, model_id: str) -> Path:
+    """Write `pipe`'s model (safetensors), processor parts, pipeline module, config and card to `out`.
+
+    Args:
+        pipe: a `legrad-explanation` pipeline.
+        out: the folder to write (created if needed).
+        model_id: the base checkpoint's Hub id, for the card's `base_model` and links.
+
+    Returns:
+        The folder.
+    """
+    from .cards import render_card
+
+    card = render_card(model_id, config=pipe.model.config)  # first: a bad id fails before anything is written
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe.model.save_pretrained(folder, safe_serialization=True)
+    for part in (pipe.image_processor, pipe.tokenizer):
+        if part is not None:
+            part.save_pretrained(folder)
+    (folder / f"{PIPELINE_MODULE}.py").write_text(PIPELINE_MODULE_SOURCE)
+
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    config["custom_pipelines"] = {
+        TASK: {
+            "impl": f"{PIPELINE_MODULE}.LeGradExplanationPipeline",
+            "pt": ["AutoModelForZeroShotImageClassification", "AutoModelForImageClassification"],
+            "type": "image",
+        }
+    }
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (folder / "README.md").write_text(card)
+    return folder

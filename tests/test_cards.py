@@ -1,0 +1,264 @@
+"""Model cards: front matter the Hub reads, checked-in cards equal to what `write_cards` renders now, usage that runs.
+
+The usage check is literal: each card's Python blocks and its `legrad explain` command are run as written, with the
+Hub id swapped for a tiny local model of the same class (no network), on a non-square `cats.jpg`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+from transformers import BertConfig, ViTConfig, ViTForImageClassification, ViTImageProcessorPil
+
+from transformers_legrad import SUPPORTED_MODEL_CLASSES, cards, cli
+from transformers_legrad.cards import (
+    ARCHITECTURES,
+    CARD_MODELS,
+    CLASSIFICATION,
+    FAMILIES,
+    ZERO_SHOT,
+    card_filename,
+    render_card,
+    template_text,
+    write_cards,
+)
+
+import tiny_models
+
+ROOT = Path(__file__).resolve().parents[1]
+CARDS_DIR = ROOT / "model_cards"
+REGENERATE = "regenerate them with `python -m transformers_legrad.cards model_cards/`"
+BASE_TAGS = ["legrad", "explainability", "saliency", "vision-transformer"]
+
+# The base models' licenses as published on their Hub pages (the openai/* repos carry no license tag; their code
+# and weights are released under the MIT license of github.com/openai/CLIP).
+EXPECTED = {
+    "openai/clip-vit-base-patch16": ("clip", "CLIPModel", ZERO_SHOT, "mit"),
+    "openai/clip-vit-large-patch14": ("clip", "CLIPModel", ZERO_SHOT, "mit"),
+    "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k": ("clip", "CLIPModel", ZERO_SHOT, "mit"),
+    "google/siglip-base-patch16-224": ("siglip", "SiglipModel", ZERO_SHOT, "apache-2.0"),
+    "google/siglip-so400m-patch14-384": ("siglip", "SiglipModel", ZERO_SHOT, "apache-2.0"),
+    "google/siglip2-base-patch16-224": ("siglip2", "SiglipModel", ZERO_SHOT, "apache-2.0"),
+    "google/vit-base-patch16-224": ("vit", "ViTForImageClassification", CLASSIFICATION, "apache-2.0"),
+}
+
+
+def _card_text(model_id: str) -> str:
+    path = CARDS_DIR / card_filename(model_id)
+    assert path.is_file(), f"{path} is missing; {REGENERATE}"
+    return path.read_text(encoding="utf-8")
+
+
+def _front_matter(text: str) -> dict:
+    match = re.match(r"---\n(.*?)\n---\n", text, flags=re.S)
+    assert match, "no YAML front matter at the top of the card"
+    return yaml.safe_load(match.group(1))
+
+
+# --- the table ---------------------------------------------------------------------------------------------------
+def test_table_lists_the_supported_checkpoints_with_their_base_task_and_license():
+    assert list(CARD_MODELS) == list(EXPECTED)
+    for model_id, entry in CARD_MODELS.items():
+        assert entry.model_id == model_id
+        assert (entry.family, entry.model_class, entry.base_task, entry.license) == EXPECTED[model_id]
+        assert entry.family in FAMILIES
+        assert entry.model_class in SUPPORTED_MODEL_CLASSES
+        assert ARCHITECTURES[entry.model_class].base_task == entry.base_task
+        assert entry.native_resolution and entry.patch_size and entry.image_size
+        assert entry.image_size % entry.patch_size == 0 or entry.image_size == entry.native_resolution
+        assert entry.parameter_class in ("<100M", "100M-1B", "1B-10B")
+
+
+# --- front matter ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_id", list(CARD_MODELS))
+def test_front_matter_parses_with_the_hub_conventions(model_id):
+    entry = CARD_MODELS[model_id]
+    text = _card_text(model_id)
+    card = ModelCard(text)
+    data = card.data.to_dict()
+    assert data["library_name"] == "transformers"
+    assert data["pipeline_tag"] == entry.base_task
+    assert data["license"] == entry.license
+    assert data["base_model"] == model_id
+    assert data["tags"] == [*BASE_TAGS, entry.family]
+    assert _front_matter(text) == data  # plain YAML reads the same metadata
+    assert card.text.lstrip().startswith(f"# LeGrad explanations for {model_id}")
+
+
+# --- the checked-in folder cannot go stale -----------------------------------------------------------------------
+def test_checked_in_cards_equal_what_write_cards_renders_now(tmp_path):
+    written = write_cards(tmp_path)
+    expected = {path.name: path.read_text(encoding="utf-8") for path in written}
+    assert set(expected) == {*(card_filename(model_id) for model_id in CARD_MODELS), "template.md"}
+    checked_in = {path.name: path.read_text(encoding="utf-8") for path in CARDS_DIR.glob("*.md")}
+    assert set(checked_in) == set(expected), f"model_cards/ holds other files than write_cards writes; {REGENERATE}"
+    stale = sorted(name for name in expected if checked_in[name] != expected[name])
+    assert not stale, f"stale model cards {stale}; {REGENERATE}"
+
+
+def test_template_file_is_the_raw_template():
+    raw = template_text()
+    assert (CARDS_DIR / "template.md").read_text(encoding="utf-8") == raw
+    assert "${model_id}" in raw and "${base_task}" in raw and "${license}" in raw
+
+
+def test_module_entry_point_writes_the_folder(tmp_path, capsys):
+    assert cards.main([str(tmp_path / "out")]) == 0
+    names = sorted(path.name for path in (tmp_path / "out").iterdir())
+    assert names == sorted([*(card_filename(model_id) for model_id in CARD_MODELS), "template.md"])
+    assert "template.md" in capsys.readouterr().out
+
+
+# --- what a card says ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_id", list(CARD_MODELS))
+def test_card_names_the_base_task_and_this_package_usage(model_id):
+    entry = CARD_MODELS[model_id]
+    text = _card_text(model_id)
+    assert "pip install transformers-legrad" in text
+    assert f'pipeline("legrad-explanation", model="{model_id}")' in text
+    assert f"results = {entry.example_call}" in text
+    assert f'{entry.model_class}.from_pretrained("{model_id}"' in text
+    assert "LeGradExplainer(model, processor)" in text
+    assert f"--model {model_id}" in text
+    assert f"| base task | `{entry.base_task}` |" in text
+    assert "WHERE, not HOW MUCH" in text
+    assert "arXiv" in text and "2404.03214" in text and "Bousselham" in text and "ICCV" in text
+    if entry.base_task == ZERO_SHOT:
+        assert "candidate_labels=[" in text and "explainer.explain(images=image, text=[" in text
+    else:
+        assert "top_k=3" in text and "targets=[" in text and "candidate_labels" not in text
+    is_siglip = entry.model_class in ("SiglipModel", "Siglip2Model")
+    assert ('"a photo of a"' in text) == is_siglip  # the null-prompt correction is explained for SigLIP only
+    assert ("center-crops a square" in text) == (entry.model_class == "CLIPModel")
+    if entry.image_size != entry.native_resolution:
+        assert f"image_size={entry.image_size}" in text and f"--image-size {entry.image_size}" in text
+
+
+# --- the usage runs against this package -------------------------------------------------------------------------
+def _tiny_vit_imagenet_labels() -> tiny_models.Tiny:
+    """A tiny ViT classifier with 1000 classes, class 281 named as in google/vit-base-patch16-224."""
+    id2label = {i: f"class {i}" for i in range(1000)}
+    id2label[281], id2label[285] = "tabby, tabby cat", "Egyptian cat"
+    label2id = {name: i for i, name in id2label.items()}
+    config = ViTConfig(**tiny_models.VISION, num_labels=1000, id2label=id2label, label2id=label2id)
+    model = tiny_models._build(ViTForImageClassification, config, seed=0)
+    size = {"height": tiny_models.IMAGE_SIZE, "width": tiny_models.IMAGE_SIZE}
+    return tiny_models._round_trip(
+        model,
+        ViTImageProcessorPil(size=size),
+        "vit-imagenet",
+        auto_model=ViTForImageClassification,
+        auto_processor=ViTImageProcessorPil,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_by_class(request):
+    """Tiny local checkpoints standing in for the Hub ones, by the class that loads them."""
+    return {
+        "CLIPModel": request.getfixturevalue("clip"),
+        "SiglipModel": request.getfixturevalue("siglip"),
+        "ViTForImageClassification": _tiny_vit_imagenet_labels(),
+    }
+
+
+_ALREADY_RAN: set[str] = set()  # cards that differ only by id run the same code on the same tiny model
+
+
+def _usage_blocks(text: str) -> tuple[list[str], str]:
+    python_blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    commands = re.findall(r"```bash\n(legrad explain .*?)```", text, flags=re.S)
+    assert len(python_blocks) == 2 and len(commands) == 1
+    return python_blocks, commands[0].replace("\\\n", " ")
+
+
+@pytest.mark.parametrize("model_id", list(CARD_MODELS))
+def test_card_usage_runs_as_written_on_a_tiny_model(model_id, tiny_by_class, tmp_path, monkeypatch):
+    entry = CARD_MODELS[model_id]
+    tiny = tiny_by_class[entry.model_class]
+    python_blocks, command = _usage_blocks(_card_text(model_id))
+    python_blocks = [block.replace(f'"{model_id}"', f'"{tiny.path}"') for block in python_blocks]
+    command = command.replace(f"--model {model_id}", f"--model {tiny.path}")
+    key = "\n".join([*python_blocks, command])
+    if key in _ALREADY_RAN:
+        pytest.skip("same usage code as a card already run")
+    monkeypatch.chdir(tmp_path)
+    tiny_models.random_image(0, (64, 40)).save("cats.jpg")  # not square: CLIP's center crop cuts its sides
+
+    for index, block in enumerate(python_blocks):
+        namespace = {"__name__": f"card_block_{index}"}
+        exec(compile(block, f"<{card_filename(model_id)} python block {index}>", "exec"), namespace)
+    overlays = sorted(Path(".").glob("legrad_*.png"))  # the pipeline block saves one overlay per result
+    assert len(overlays) == (len(cards.EXAMPLE_PROMPTS) if entry.base_task == ZERO_SHOT else 3)
+    assert namespace["out"].heatmaps.shape[:2] == (1, 2)  # two prompts, or two target classes
+
+    arguments = shlex.split(command)
+    assert arguments[0] == "legrad"
+    assert cli.main(arguments[1:]) == 0
+    assert (tmp_path / "legrad_maps" / "results.json").is_file()
+    _ALREADY_RAN.add(key)
+
+
+# --- other checkpoints ---------------------------------------------------------------------------------------------
+def test_unknown_id_without_config_or_family_raises():
+    with pytest.raises(ValueError, match="not one of CARD_MODELS.*config="):
+        render_card("someone/my-clip-finetune")
+
+
+def test_local_path_is_not_a_hub_id():
+    with pytest.raises(ValueError, match="not a Hub model id"):
+        render_card("/tmp/checkpoints/my-clip", family="clip")
+
+
+def test_unknown_id_takes_family_and_task_from_its_config(clip, vit, siglip2):
+    text = render_card("me/clip-finetune", config=clip.model.config, license="mit")
+    data = ModelCard(text).data.to_dict()
+    assert data["pipeline_tag"] == ZERO_SHOT and data["license"] == "mit" and data["base_model"] == "me/clip-finetune"
+    assert data["tags"] == [*BASE_TAGS, "clip"]
+    size = 2 * tiny_models.IMAGE_SIZE  # twice a small native size, like 448 for 224
+    assert 'pipeline("legrad-explanation", model="me/clip-finetune")' in text and f"image_size={size}" in text
+
+    text = render_card("me/vit-finetune", config=vit.model.config.to_dict())  # a plain dict works too
+    data = ModelCard(text).data.to_dict()
+    assert data["pipeline_tag"] == CLASSIFICATION and data["license"] == "unknown"
+    assert data["tags"][-1] == "vit" and "ViTForImageClassification.from_pretrained" in text
+
+    text = render_card("me/siglip2-naflex", config=siglip2.model.config)
+    assert ModelCard(text).data.to_dict()["tags"][-1] == "siglip2"
+    assert "Siglip2Model.from_pretrained" in text and "image_size=" not in text  # NaFlex picks its own grid
+
+
+def test_known_id_keeps_its_table_row_when_a_config_is_given(clip):
+    model_id = "openai/clip-vit-base-patch16"
+    assert render_card(model_id, config=clip.model.config) == render_card(model_id)
+
+
+def test_unknown_id_with_a_family_renders_that_family():
+    data = ModelCard(render_card("me/siglip-finetune", family="siglip", license="apache-2.0")).data.to_dict()
+    assert data["pipeline_tag"] == ZERO_SHOT and data["tags"][-1] == "siglip" and data["license"] == "apache-2.0"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(config=BertConfig()), "cannot make a LeGrad card from a 'bert' config"),
+        (dict(config={"model_type": "vit", "architectures": ["ViTModel"]}), "none of them an image classifier"),
+        (dict(family="resnet"), "`family` must be one of"),
+        (dict(family="clip", base_task="image-classification"), "whose task is"),
+        (dict(family="clip", base_task="object-detection"), "`base_task` must be one of"),
+        (dict(family="clip", license=""), "`license` must be"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        render_card("me/model", **kwargs)
+
+
+def test_extra_fields_override_the_computed_ones():
+    text = render_card("google/siglip-base-patch16-224", extra={"grid_description": "a custom grid"})
+    assert "patch grid (a custom grid)" in text

@@ -1,0 +1,53 @@
+"""`legrad export`: a Hub-ready folder that loads in a fresh process with trust_remote_code and gives maps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from huggingface_hub import ModelCard
+
+from transformers_legrad.cli import main
+
+
+@pytest.mark.parametrize(
+    "family, base_model", [("clip", "openai/clip-vit-base-patch16"), ("vit", "google/vit-base-patch16-224")]
+)
+def test_export_reloads_in_a_fresh_process(family, base_model, request, tmp_path, capsys):
+    tiny = request.getfixturevalue(family)
+    out = tmp_path / "exported"
+    assert main(["export", tiny.path, "--out", str(out), "--base-model", base_model]) == 0, capsys.readouterr().err
+    files = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "legrad_pipeline.py", "README.md", "preprocessor_config.json"} <= files
+    assert not [name for name in files if name.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    config = json.loads((out / "config.json").read_text())
+    assert config["custom_pipelines"]["legrad-explanation"]["impl"] == "legrad_pipeline.LeGradExplanationPipeline"
+    card = ModelCard((out / "README.md").read_text())
+    assert card.data.base_model == base_model and "legrad" in card.data.tags
+
+    call = 'pipe(image, candidate_labels=["a cat", "a dog"])' if family == "clip" else "pipe(image, top_k=2)"
+    script = textwrap.dedent(f"""
+        import sys
+        from PIL import Image
+        from transformers import pipeline
+        assert "transformers_legrad" not in sys.modules
+        pipe = pipeline(model={str(out)!r}, trust_remote_code=True)
+        image = Image.new("RGB", (60, 40), (200, 30, 30))
+        results = {call}
+        assert len(results) == 2, results
+        assert all(r["heatmap"].size == (60, 40) and r["overlay"].mode == "RGB" for r in results)
+        print("OK", type(pipe).__name__, type(pipe.model).__name__)
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "OK LeGradExplanationPipeline" in result.stdout
+
+
+def test_export_of_a_local_folder_needs_its_hub_id(clip, tmp_path, capsys):
+    assert main(["export", clip.path, "--out", str(tmp_path / "x")]) == 2
+    assert "--base-model" in capsys.readouterr().err
