@@ -156,3 +156,14 @@ def test_siglip2_image_size_through_the_pipeline(siglip2):
     result = pipe(image, candidate_labels=LABELS[:1], image_size=32, return_tensors=True)[0]
     assert result["map"].shape == (40, 80) and result["heatmap"].size == (80, 40)
     assert 0.9 < result["map"].max() <= 1.0 and 0.0 <= result["map"].min() < 0.1
+
+
+def test_device_map_auto(clip):
+    pipe = pipeline("legrad-explanation", model=clip.path, device_map="auto")
+    reference = pipeline("legrad-explanation", model=clip.path)
+    image = random_image(11)
+    mapped = pipe(image, candidate_labels=LABELS[:2], return_tensors=True)
+    plain = reference(image, candidate_labels=LABELS[:2], return_tensors=True)
+    for a, b in zip(mapped, plain, strict=True):
+        assert a["label"] == b["label"]
+        torch.testing.assert_close(a["map"], b["map"])
