@@ -99,6 +99,10 @@ def run_trunk(adapter: FamilyAdapter, pixels: PixelInputs, layers: Sequence[int]
     return TrunkCapture(image_features=image_features, block_states=states)
 
 
+def _token_mean_input(module, args):
+    return (args[0].mean(dim=1, keepdim=True), *args[1:])
+
+
 def _recompute_block(
     adapter: FamilyAdapter, index: int, call: tuple[tuple, dict], pixels: PixelInputs, score: str
 ) -> tuple[torch.Tensor, AttentionHandle]:
@@ -119,6 +123,11 @@ def _recompute_block(
         value_projection.register_forward_hook(keep_values),
         output_projection.register_forward_pre_hook(context_as_leaf),
     ]
+    if adapter.readout_is_token_mean(score):
+        # The readout sees the block output only through its token mean, and the MLP's output projection is
+        # affine per token, so feeding it the token mean of its input leaves the readout (and its gradient)
+        # exactly as they are while the backward through that projection shrinks from N tokens to one.
+        handles.append(adapter.mlp_output_projection(block).register_forward_pre_hook(_token_mean_input))
     args, kwargs = call
     with _hooks(handles):
         tokens = _block_output(block(*args, **kwargs))
@@ -186,9 +195,13 @@ def layer_relevance(
             else:
                 readout, handle = _recompute_block(adapter, index, state, pixels, score)
             cotangents = directions.to(device=readout.device, dtype=readout.dtype).transpose(0, 1)
-            (context_grads,) = torch.autograd.grad(
-                readout, handle.context, grad_outputs=cotangents, is_grads_batched=True
-            )
+            if cotangents.shape[0] == 1:  # one prompt: a plain backward, without vmap's overhead
+                (context_grads,) = torch.autograd.grad(readout, handle.context, grad_outputs=cotangents[0])
+                context_grads = context_grads.unsqueeze(0)
+            else:
+                (context_grads,) = torch.autograd.grad(
+                    readout, handle.context, grad_outputs=cotangents, is_grads_batched=True
+                )
         del readout, state
         relevance = reduce_attention_gradient(context_grads, handle.values, handle.num_heads)
         per_layer.append(relevance.to(directions.device))

@@ -124,6 +124,15 @@ class FamilyAdapter:
         """(value projection, output projection, number of heads) of one block's self-attention."""
         raise NotImplementedError
 
+    def readout_is_token_mean(self, score: str) -> bool:
+        """True when `layer_features` reads the block output only through its mean over tokens (before any
+        per-token nonlinearity); the engine then shortens the local backward through the MLP's last projection."""
+        return False
+
+    def mlp_output_projection(self, block: nn.Module) -> nn.Module:
+        """The block MLP's last per-token affine map, whose output is added to the residual stream."""
+        return block.mlp.fc2
+
     # --- inputs --------------------------------------------------------------------------------------------
     def prepare_pixels(self, pixel_values: torch.Tensor, **extra: torch.Tensor | None) -> PixelInputs:
         """Validate image tensors [batch, channels, height, width] and describe their patch grid."""

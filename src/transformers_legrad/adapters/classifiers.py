@@ -36,6 +36,9 @@ class ViTClassifierAdapter(FamilyAdapter):
         attention = block.attention
         return attention.v_proj, attention.o_proj, int(self.vision_config.num_attention_heads)
 
+    def readout_is_token_mean(self, score: str) -> bool:
+        return score == "legrad"
+
     def image_features(self, pixels: PixelInputs) -> torch.Tensor:
         return self.model(**pixels.model_kwargs).logits.float()
 
@@ -94,6 +97,9 @@ class Dinov2ClassifierAdapter(ViTClassifierAdapter):
     @property
     def native_image_size(self) -> tuple[int, int] | None:
         return None  # DINOv2 always interpolates its position embeddings; it takes no flag
+
+    def readout_is_token_mean(self, score: str) -> bool:
+        return False  # its head also reads the mean of per-token layernormed patches
 
     def layer_features(self, tokens: torch.Tensor, pixels: PixelInputs, score: str) -> torch.Tensor:
         normalized = self.backbone.layernorm(tokens)

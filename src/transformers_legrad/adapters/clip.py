@@ -21,6 +21,9 @@ class CLIPAdapter(DualEncoderAdapter):
         attention = block.self_attn
         return attention.v_proj, attention.out_proj, attention.num_heads
 
+    def readout_is_token_mean(self, score: str) -> bool:
+        return score == "legrad"
+
     @property
     def embedding_dim(self) -> int:
         return int(self.model.visual_projection.out_features)
