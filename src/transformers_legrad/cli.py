@@ -99,24 +99,6 @@ def iter_image_paths(inputs: Sequence[str]) -> Iterator[Path]:
             yield path
 
 
-def read_image(path: Path):
-    """An upright RGB PIL image, or UserError naming the file and the problem."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if not path.is_file():
-        raise UserError(f"{path}: not a file")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image).convert("RGB")
-    except UnidentifiedImageError:
-        raise UserError(f"{path}: not an image (unrecognized format)") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise UserError(f"{path}: unreadable image ({error})") from None
-
-
 def slug(text: str, limit: int = 40) -> str:
     """A file-name-safe version of a label."""
     cleaned = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
@@ -157,6 +139,7 @@ def explain_command(args: argparse.Namespace) -> int:
     from huggingface_hub.utils import tqdm
 
     from . import visualize
+    from .images import ImageReadError, open_image
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
@@ -200,8 +183,8 @@ def explain_command(args: argparse.Namespace) -> int:
             batch = []
             for path in paths[start : start + args.batch_size]:
                 try:
-                    batch.append((path, read_image(path)))
-                except UserError as error:
+                    batch.append((path, open_image(path)))
+                except ImageReadError as error:
                     print(f"error: {error}", file=sys.stderr)
                     failures += 1
                     progress.update(1)

@@ -24,6 +24,7 @@ from torch import nn
 from . import maps
 from .adapters import FamilyAdapter, PixelInputs, TextInputs, adapter_for
 from .engine import eval_mode, layer_relevance, run_trunk
+from .images import load as load_image
 
 #: The null prompt of SigLIP's correction, as in the authors' code.
 NULL_PROMPT = "a photo of a"
@@ -472,7 +473,8 @@ class LeGradExplainer:
                 "model_id))`, or pass model-ready `pixel_values`."
             )
         kwargs = self.image_processor_kwargs(image_size)
+        pictures = [load_image(image) for image in images] if isinstance(images, (list, tuple)) else load_image(images)
         try:
-            return self.image_processor(images=images, return_tensors="pt", **kwargs)
+            return self.image_processor(images=pictures, return_tensors="pt", **kwargs)
         except Exception as error:  # the processor's own errors are about the images; say so
             raise ValueError(f"the processor could not read the images: {error}") from error

@@ -16,36 +16,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-from PIL import Image
 from transformers import AutoModelForImageClassification, AutoModelForZeroShotImageClassification, Pipeline
-from transformers.image_utils import load_image
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from . import geometry, visualize
+from . import images as images_module
 from .explainer import LeGradExplainer
 
 TASK = "legrad-explanation"
 DEFAULT_MODEL = ("openai/clip-vit-base-patch16", "main")
-
-
-def _as_pil(image, timeout: float | None) -> Image.Image:
-    """PIL image, local path, URL, base64 string or numpy array [H, W(, C)] -> upright RGB PIL image."""
-    if isinstance(image, np.ndarray):
-        array = image
-        if array.dtype != np.uint8:
-            if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
-                raise ValueError("a numpy image must hold finite numbers")
-            scale = 255.0 if array.size and array.max() <= 1.0 else 1.0
-            array = np.clip(array * scale, 0, 255).astype(np.uint8)
-        if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-            array = np.moveaxis(array, 0, -1)  # channels first -> last
-        if array.ndim == 3 and array.shape[-1] == 1:
-            array = array[..., 0]
-        if array.ndim not in (2, 3):
-            raise ValueError(f"a numpy image must be [height, width] or [height, width, channels], got {image.shape}")
-        return Image.fromarray(array).convert("RGB")
-    return load_image(image, timeout=timeout)
 
 
 class LeGradExplanationPipeline(Pipeline):
@@ -137,7 +116,7 @@ class LeGradExplanationPipeline(Pipeline):
         return results[0] if single else results
 
     def preprocess(self, images, candidate_labels=None, hypothesis_template="{}", image_size=None, timeout=None):
-        pictures = [_as_pil(image, timeout) for image in images]
+        pictures = [images_module.load(image, timeout) for image in images]
         if self.explainer.adapter.is_dual_encoder:
             if candidate_labels is None:
                 raise ValueError(

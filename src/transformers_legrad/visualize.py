@@ -30,13 +30,13 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ._colormaps import COLORMAPS, colormap_table
+from .images import BACKGROUND, to_rgb
 
 __all__ = ["COLORMAPS", "colorize", "grid_figure", "heatmap_image", "overlay", "save_grid"]
 
 MapLike = np.ndarray | torch.Tensor
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
-_BACKGROUND = (255, 255, 255)
 _TEXT_COLOR = (20, 20, 20)
 _SCORE_COLOR = (90, 90, 90)
 _FRAME_COLOR = (200, 200, 200)
@@ -176,7 +176,7 @@ def grid_figure(
     canvas = Image.new(
         "RGB",
         (columns * cell_width + (columns + 1) * padding, rows * cell_height + (rows + 1) * padding + colorbar_height),
-        _BACKGROUND,
+        BACKGROUND,
     )
     draw = ImageDraw.Draw(canvas)
     for index, (tile, lines, (_, score_text)) in enumerate(zip(tiles, wrapped, captions, strict=True)):
@@ -325,33 +325,7 @@ def _as_rgb(image: Image.Image | np.ndarray) -> Image.Image:
         image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
         raise TypeError(f"`image` must be a PIL image or a uint8 array, got {type(image).__name__}.")
-    if image.mode == "La":
-        image = _unpremultiply_la(image)
-    elif image.mode.startswith("I;16"):
-        # 16-bit pixels would be clipped at 255 by `convert`; keep their top 8 bits instead.
-        image = Image.fromarray((np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8))
-    elif image.mode in ("I", "F"):
-        image = _stretch_to_uint8(image)
-    if "A" in image.mode or "a" in image.mode or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, _BACKGROUND + (255,)), rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def _unpremultiply_la(image: Image.Image) -> Image.Image:
-    # Pillow converts "La" (luminance premultiplied by alpha) to no other mode.
-    luminance, alpha = np.moveaxis(np.asarray(image).astype(np.float32), -1, 0)
-    straight = np.divide(luminance * 255, alpha, out=np.zeros_like(luminance), where=alpha > 0)
-    return Image.fromarray(np.stack([np.clip(np.rint(straight), 0, 255), alpha], -1).astype(np.uint8), "LA")
-
-
-def _stretch_to_uint8(image: Image.Image) -> Image.Image:
-    # 32-bit integer and float images have no fixed range: used as they are within [0, 255], else stretched.
-    values = np.asarray(image, dtype=np.float64)
-    low, high = float(values.min()), float(values.max())
-    if low < 0 or high > 255:
-        values = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
-    return Image.fromarray(np.rint(values).astype(np.uint8))
+    return to_rgb(image)
 
 
 def _fit_to_square(image: Image.Image, side: int) -> Image.Image:
