@@ -20,7 +20,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 class UserError(Exception):
@@ -91,6 +90,8 @@ def parse_image_size(text: str | None):
 
 def iter_image_paths(inputs: Sequence[str]) -> Iterator[Path]:
     """Files as given; folders expanded to their image files, sorted. A missing path is yielded to fail later."""
+    from .images import IMAGE_SUFFIXES
+
     for name in inputs:
         path = Path(name)
         if path.is_dir():

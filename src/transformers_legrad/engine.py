@@ -29,6 +29,11 @@ from .adapters import AttentionHandle, FamilyAdapter, PixelInputs
 
 # Upper bound on the elements of one dS/dA chunk during the reduction (64 Mi float32 values = 256 MiB).
 REDUCTION_CHUNK_ELEMENTS = 1 << 26
+# Prompts differentiated together in one batched backward of a block's local graph.
+PROMPT_CHUNK_SIZE = 32
+# float16 gradients of a normalized score can fall below float16's smallest normal number (6e-5); the backward
+# runs on cotangents scaled by this power of two, and the reduced relevance is scaled back in float32.
+HALF_PRECISION_GRADIENT_SCALE = 2.0**12
 
 
 @dataclass
@@ -164,6 +169,30 @@ def reduce_attention_gradient(context_grads: torch.Tensor, values: torch.Tensor,
     return relevance / (num_heads * queries)
 
 
+def _prompt_chunk_relevance(
+    readout: torch.Tensor, handle: AttentionHandle, cotangents: torch.Tensor, scale: float, retain_graph: bool
+) -> torch.Tensor:
+    """Relevance [batch, chunk, keys] of one chunk of prompts, from one (batched) backward of the local graph.
+
+    The cotangents are multiplied by `scale` (a power of two) so float16 gradients do not underflow; ReLU and means
+    are positively homogeneous, so dividing the reduced relevance by `scale` gives the unscaled result.
+    """
+    while True:
+        scaled = cotangents * scale
+        if scaled.shape[0] == 1:  # one prompt: a plain backward, without vmap's overhead
+            (grads,) = torch.autograd.grad(readout, handle.context, grad_outputs=scaled[0], retain_graph=True)
+            grads = grads.unsqueeze(0)
+        else:
+            (grads,) = torch.autograd.grad(
+                readout, handle.context, grad_outputs=scaled, is_grads_batched=True, retain_graph=True
+            )
+        if scale == 1.0 or torch.isfinite(grads).all():
+            break
+        scale = max(1.0, scale / 256)  # overflow in half precision: back off and redo this chunk
+    relevance = reduce_attention_gradient(grads, handle.values, handle.num_heads)
+    return relevance / scale
+
+
 def layer_relevance(
     adapter: FamilyAdapter,
     capture: TrunkCapture,
@@ -171,6 +200,7 @@ def layer_relevance(
     directions: torch.Tensor,
     layers: Sequence[int],
     score: str = "legrad",
+    prompt_chunk_size: int = PROMPT_CHUNK_SIZE,
 ) -> torch.Tensor:
     """Per-layer LeGrad relevance of every token as a key, for every prompt.
 
@@ -182,11 +212,13 @@ def layer_relevance(
             embedding, a one-hot class row); the layer-l score is `<readout^l, direction>`.
         layers: the explained block indices.
         score: "legrad" (the authors' per-layer readout) or "model" (the model's own pooling).
+        prompt_chunk_size: prompts differentiated per backward; bounds memory for hundreds of prompts.
 
     Returns:
         float32 [batch, prompts, layers, tokens].
     """
     per_layer = []
+    scale = HALF_PRECISION_GRADIENT_SCALE if adapter.input_dtype == torch.float16 else 1.0
     for index in layers:
         state = capture.block_states.pop(index)
         with torch.enable_grad():
@@ -195,15 +227,19 @@ def layer_relevance(
             else:
                 readout, handle = _recompute_block(adapter, index, state, pixels, score)
             cotangents = directions.to(device=readout.device, dtype=readout.dtype).transpose(0, 1)
-            if cotangents.shape[0] == 1:  # one prompt: a plain backward, without vmap's overhead
-                (context_grads,) = torch.autograd.grad(readout, handle.context, grad_outputs=cotangents[0])
-                context_grads = context_grads.unsqueeze(0)
-            else:
-                (context_grads,) = torch.autograd.grad(
-                    readout, handle.context, grad_outputs=cotangents, is_grads_batched=True
-                )
-        del readout, state
-        relevance = reduce_attention_gradient(context_grads, handle.values, handle.num_heads)
+            relevance = torch.cat(
+                [
+                    _prompt_chunk_relevance(
+                        readout,
+                        handle,
+                        cotangents[start : start + prompt_chunk_size],
+                        scale,
+                        retain_graph=start + prompt_chunk_size < cotangents.shape[0],
+                    )
+                    for start in range(0, cotangents.shape[0], prompt_chunk_size)
+                ],
+                dim=1,
+            )
+        del readout, state, handle
         per_layer.append(relevance.to(directions.device))
-        del context_grads, handle
     return torch.stack(per_layer, dim=2)

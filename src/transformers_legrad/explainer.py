@@ -13,6 +13,7 @@ engine; model-family details live in `adapters/`.
 from __future__ import annotations
 
 import threading
+import warnings
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,13 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import maps
+from . import engine, maps
 from .adapters import FamilyAdapter, PixelInputs, TextInputs, adapter_for
 from .engine import eval_mode, layer_relevance, run_trunk
 from .images import load as load_image
 
 #: The null prompt of SigLIP's correction, as in the authors' code.
 NULL_PROMPT = "a photo of a"
+#: Prompts encoded per text-tower forward; many prompts are encoded in chunks so memory stays bounded.
+TEXT_BATCH_SIZE = 64
 
 LayerSpec = None | str | int | Iterable[int]
 
@@ -196,7 +199,9 @@ class LeGradExplainer:
                 target_ids = self._target_ids(shared_targets, capture.image_features, top_k)
                 batch_directions = F.one_hot(target_ids, adapter.num_labels).float()
                 labels = self._target_labels(target_ids)
-            relevance = layer_relevance(adapter, capture, pixels, batch_directions, explained_layers, score=self.score)
+            relevance = layer_relevance(
+                adapter, capture, pixels, batch_directions, explained_layers, self.score, engine.PROMPT_CHUNK_SIZE
+            )
             num_prompts = len(labels) if isinstance(labels[0], str) else len(labels[0])
             scores = adapter.final_scores(capture.image_features, batch_directions[:, :num_prompts])
             probabilities = adapter.probabilities(capture.image_features, batch_directions[:, :num_prompts], scores)
@@ -346,11 +351,27 @@ class LeGradExplainer:
                 "Text prompts need a processor with a tokenizer: `LeGradExplainer(model, "
                 "AutoProcessor.from_pretrained(model_id))`, or pass `text_embeds` instead of `text`."
             )
-        encoded = tokenizer(prompts, return_tensors="pt", **self.adapter.tokenizer_kwargs(tokenizer))
-        text = TextInputs(input_ids=encoded["input_ids"], attention_mask=encoded.get("attention_mask"))
+        kwargs = self.adapter.tokenizer_kwargs(tokenizer)
+        self._warn_about_truncation(tokenizer, prompts, kwargs["max_length"])
+        embeddings = []
         with torch.no_grad(), eval_mode(self.model):
-            embeddings = self.adapter.text_features(text)
-        return F.normalize(embeddings.detach().float(), dim=-1)
+            for start in range(0, len(prompts), TEXT_BATCH_SIZE):
+                encoded = tokenizer(prompts[start : start + TEXT_BATCH_SIZE], return_tensors="pt", **kwargs)
+                text = TextInputs(input_ids=encoded["input_ids"], attention_mask=encoded.get("attention_mask"))
+                embeddings.append(self.adapter.text_features(text).detach().float().cpu())
+        return F.normalize(torch.cat(embeddings), dim=-1)
+
+    @staticmethod
+    def _warn_about_truncation(tokenizer, prompts: list[str], max_length: int) -> None:
+        lengths = [len(ids) for ids in tokenizer(prompts, truncation=False)["input_ids"]]
+        too_long = [prompt for prompt, length in zip(prompts, lengths, strict=True) if length > max_length]
+        if too_long:
+            first = too_long[0] if len(too_long[0]) <= 60 else too_long[0][:57] + "..."
+            warnings.warn(
+                f"{len(too_long)} prompt(s) exceed the text model's {max_length} tokens and are truncated "
+                f"(e.g. {first!r}); their maps explain the truncated text.",
+                stacklevel=4,
+            )
 
     # --- targets (classifiers) ---------------------------------------------------------------------------------
     def _validate_targets(self, targets) -> torch.Tensor | None:

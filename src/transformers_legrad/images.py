@@ -15,6 +15,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Transparent pixels are composited over white, as image viewers show them.
 BACKGROUND = (255, 255, 255)
+#: File suffixes read as images (folders given to the command line are searched for these).
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 class ImageReadError(ValueError):
@@ -73,7 +75,7 @@ def load(image, timeout: float | None = None) -> Image.Image:
         return to_rgb(ImageOps.exif_transpose(image))
     if isinstance(image, np.ndarray):
         return to_rgb(image)
-    if isinstance(image, os.PathLike) or (isinstance(image, str) and os.path.exists(image)):
+    if isinstance(image, os.PathLike) or (isinstance(image, str) and _looks_like_a_path(image)):
         return open_image(image)
     if isinstance(image, str):
         from transformers.image_utils import load_image
@@ -84,6 +86,13 @@ def load(image, timeout: float | None = None) -> Image.Image:
             shown = image if len(image) < 80 else image[:77] + "..."
             raise ImageReadError(f"{shown}: not a readable image path, URL or base64 image ({error})") from None
     raise TypeError(f"an image must be a PIL image, numpy array, path or URL, got {type(image).__name__}")
+
+
+def _looks_like_a_path(text: str) -> bool:
+    """A string that names a file (existing or not), rather than a URL or a base64-encoded image."""
+    if text.startswith(("http://", "https://", "data:image/")):
+        return False
+    return os.path.exists(text) or os.sep in text or Path(text).suffix.lower() in IMAGE_SUFFIXES
 
 
 def _array_to_pil(array: np.ndarray) -> Image.Image:
