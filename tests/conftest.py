@@ -17,6 +17,25 @@ import tiny_models  # noqa: E402
 hf_logging.disable_progress_bar()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_network():
+    """Nothing in the tests may open a network connection: any attempt fails the test that made it."""
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def refuse(sock, address):
+        if sock.family == getattr(socket, "AF_UNIX", None):
+            return real_connect(sock, address)
+        raise RuntimeError(f"a test tried to open a network connection to {address!r}")
+
+    socket.socket.connect = refuse
+    try:
+        yield
+    finally:
+        socket.socket.connect = real_connect
+
+
 @pytest.fixture(scope="session")
 def clip():
     return tiny_models.make_clip()

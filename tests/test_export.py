@@ -25,7 +25,7 @@ def test_export_reloads_in_a_fresh_process(family, base_model, request, tmp_path
     assert {"config.json", "model.safetensors", "legrad_pipeline.py", "README.md", "preprocessor_config.json"} <= files
     assert not [name for name in files if name.endswith((".bin", ".pt", ".pth", ".pkl"))]
     config = json.loads((out / "config.json").read_text())
-    assert config["custom_pipelines"]["legrad-explanation"]["impl"] == "legrad_pipeline.LeGradExplanationPipeline"
+    assert config["custom_pipelines"]["legrad-explanation-hub"]["impl"] == "legrad_pipeline.LeGradExplanationPipeline"
     card = ModelCard((out / "README.md").read_text())
     assert card.data.base_model == base_model and "legrad" in card.data.tags
 

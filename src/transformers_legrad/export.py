@@ -1,9 +1,12 @@
 """Hub-ready folders: a model, its processor, the `legrad-explanation` pipeline and a model card.
 
 The folder loads with `pipeline(model=FOLDER, trust_remote_code=True)` in a process that never imported this
-package: its config names the task in `custom_pipelines`, and the pipeline module written next to the weights is a
-one-line import of the installed `transformers-legrad` (so the Hub runs this package's released code, not a copy).
-With the package imported, `pipeline("legrad-explanation", model=FOLDER)` needs no remote code at all.
+package: its config lists one custom pipeline, and the pipeline module written next to the weights is a one-line
+import of the installed `transformers-legrad` (so the Hub runs this package's released code, not a copy).
+
+With the package imported, `pipeline("legrad-explanation", model=FOLDER)` needs no remote code at all. That is why
+the custom entry has a name of its own (`legrad-explanation-hub`): transformers demands `trust_remote_code` for any
+task named in a folder's `custom_pipelines`, even a registered one.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from .pipeline import TASK
 
 PIPELINE_MODULE = "legrad_pipeline"
+CUSTOM_TASK = f"{TASK}-hub"
 PIPELINE_MODULE_SOURCE = '''"""legrad-explanation, from the installed package (pip install transformers-legrad)."""
 
 from transformers_legrad.pipeline import LeGradExplanationPipeline
@@ -47,7 +51,7 @@ def export_pipeline(pipe, out: str | Path, model_id: str) -> Path:
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text())
     config["custom_pipelines"] = {
-        TASK: {
+        CUSTOM_TASK: {
             "impl": f"{PIPELINE_MODULE}.LeGradExplanationPipeline",
             "pt": ["AutoModelForZeroShotImageClassification", "AutoModelForImageClassification"],
             "type": "image",
