@@ -37,10 +37,9 @@ def test_clip_maps_have_the_documented_form_and_equal_one_at_a_time(clip, height
     assert torch.isfinite(out.grid_maps).all() and (out.grid_maps >= 0).all()
     assert out.heatmaps.min() >= 0 and out.heatmaps.max() <= 1
     assert out.explained_layers == sorted(layers) and out.grid_shapes == [grid] * batch
-    for b in range(batch):
-        for k in range(prompts):
-            alone = explainer.explain(pixel_values=pixel_values[b : b + 1], text_embeds=text_embeds[k : k + 1])
-            torch.testing.assert_close(alone.grid_maps[0, 0], out.grid_maps[b, k], rtol=1e-4, atol=1e-9)
+    b, k = seed % batch, seed % prompts  # one (image, prompt) pair, explained alone
+    alone = explainer.explain(pixel_values=pixel_values[b : b + 1], text_embeds=text_embeds[k : k + 1])
+    torch.testing.assert_close(alone.grid_maps[0, 0], out.grid_maps[b, k], rtol=1e-4, atol=1e-9)
 
 
 @SETTINGS

@@ -118,7 +118,7 @@ def test_odd_prompts(clip):
 
 
 def test_many_prompts_are_chunked_and_equal_the_unchunked_maps(clip, monkeypatch):
-    explainer = LeGradExplainer(clip.model, clip.processor, layers="all")
+    explainer = LeGradExplainer(clip.model, clip.processor)
     image = random_image(6)
     prompts = [
         f"a photo of a {c} {s}"
