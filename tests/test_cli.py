@@ -159,11 +159,6 @@ def test_bad_flag_is_a_usage_error_without_traceback(tmp_path):
     assert "unrecognized arguments: --frobnicate" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_demo_without_bundled_models_says_so(tmp_path, capsys):
-    code, _, stderr = run(["demo", "--out", tmp_path], capsys)
-    assert code == 2 and "demo models are not part of this version" in stderr
-
-
 def test_parsers():
     assert parse_layers(None) is None and parse_layers("all") == "all" and parse_layers("3") == 3
     assert parse_layers("0,5,-1") == [0, 5, -1]

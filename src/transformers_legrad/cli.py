@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         "demo", parents=[common], help="explain bundled example scenes with the bundled demo model"
     )
     demo.add_argument("--out", required=True, type=Path, help="output folder")
+    demo.add_argument("--model", default="clip", choices=["clip", "siglip", "vit"], help="bundled model (clip)")
     return parser
 
 
@@ -261,10 +262,20 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    raise UserError(
-        "the bundled demo models are not part of this version yet; meanwhile run `legrad explain IMAGE --model "
-        "openai/clip-vit-base-patch16 --prompt 'a cat' --out DIR` on a checkpoint you have"
-    )
+    try:
+        from .demo import run_demo
+    except ImportError:
+        raise UserError(
+            "the bundled demo models are not part of this installation; run `legrad explain IMAGE --model "
+            "openai/clip-vit-base-patch16 --prompt 'a cat' --out DIR` on a checkpoint you have"
+        ) from None
+    try:
+        written = run_demo(args.out, model=args.model)
+    except FileNotFoundError as error:
+        raise UserError(str(error)) from error
+    grids = [path for path in written if path.name.endswith("_grid.png")]
+    print(f"wrote {len(written)} files to {args.out}; start with {grids[0].name}" if grids else f"wrote {args.out}")
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
