@@ -1,0 +1,1 @@
+"""Evaluation helpers kept apart from the method: synthetic scenes with known object masks (`synthetic`)."""
