@@ -28,7 +28,7 @@ def _check_result(result, methods, n, perturbation=True):
     assert 0 < result["chance"]["pointing_game"] < 1
     for values in result["methods"].values():
         assert set(values) == ENTRY_KEYS
-        for key in ("miou", "pixel_acc", "map", "p_miou", "pointing_game"):
+        for key in ("miou", "pixel_acc", "map", "fg_ap", "p_miou", "pointing_game"):
             assert 0.0 <= values[key] <= 1.0
         assert values["ms_per_image"] > 0
         if perturbation:
@@ -128,7 +128,7 @@ def test_manifest_round_trip(tmp_path, clip, scenes):
     from_files = run_benchmark(clip.model, clip.processor, read_manifest(manifest), methods, n=2)
     in_memory = run_benchmark(clip.model, clip.processor, examples, methods, n=2)
     for method in methods:
-        for key in ("miou", "pixel_acc", "map", "p_miou", "pointing_game", "pos_auc", "neg_auc"):
+        for key in ("miou", "pixel_acc", "map", "fg_ap", "p_miou", "pointing_game", "pos_auc", "neg_auc"):
             assert from_files["methods"][method][key] == pytest.approx(in_memory["methods"][method][key]), key
 
 

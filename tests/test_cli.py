@@ -163,3 +163,10 @@ def test_parsers():
     assert parse_layers(None) is None and parse_layers("all") == "all" and parse_layers("3") == 3
     assert parse_layers("0,5,-1") == [0, 5, -1]
     assert parse_image_size("448") == 448 and parse_image_size("448x336") == (448, 336)
+
+
+def test_benchmark_subcommand(clip, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["benchmark", "--model", clip.path, "--n", "2", "--no-perturbation", "--json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert "legrad" in json.loads(out.read_text())["runs"][0]["methods"]

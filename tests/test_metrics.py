@@ -76,7 +76,7 @@ def test_dataset_accumulation_sums_counts_before_dividing(square):
     accumulator = metrics.SegmentationMetrics()
     first = accumulator.add(perfect, square)
     second = accumulator.add(empty_map, square)
-    assert first["miou"] == 1.0 and first["ap"] == 1.0 and first["foreground_iou"] == 1.0
+    assert first["miou"] == 1.0 and first["ap"] == first["fg_ap"] == 1.0 and first["foreground_iou"] == 1.0
     assert second["foreground_iou"] == 0.0
     result = accumulator.result()
     # Background: 55 + 55 right of 55 + 64 predicted-or-true; foreground: 9 of 9 + 9.
@@ -84,7 +84,8 @@ def test_dataset_accumulation_sums_counts_before_dividing(square):
     assert result["pixel_acc"] == pytest.approx((64 + 55) / 128)
     assert result["p_miou"] == pytest.approx(0.5)
     assert result["map"] == pytest.approx((1.0 + second["ap"]) / 2)
-    assert set(metrics.SegmentationMetrics().result()) == {"pixel_acc", "miou", "map", "p_miou"}
+    assert result["fg_ap"] == pytest.approx((1.0 + 9 / 64) / 2)  # the all-zero map ranks every pixel alike
+    assert set(metrics.SegmentationMetrics().result()) == {"pixel_acc", "miou", "map", "fg_ap", "p_miou"}
 
 
 def test_pointing_game_and_tolerance(square):

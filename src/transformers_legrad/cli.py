@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
         "--base-model", default=None, help="Hub id of the base checkpoint, for the card (needed for a local MODEL)"
     )
 
+    commands.add_parser(
+        "benchmark", add_help=False, help="localization metrics of LeGrad and baselines (see `legrad benchmark -h`)"
+    ).add_argument("arguments", nargs=argparse.REMAINDER)
+
     demo = commands.add_parser(
         "demo", parents=[common], help="explain bundled example scenes with the bundled demo model"
     )
@@ -279,6 +283,11 @@ def demo_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["benchmark"]:  # the benchmark has its own parser
+        from .evaluation.benchmark import main as benchmark_main
+
+        return benchmark_main(argv[1:])
     args = _parser().parse_args(argv)
     commands = {"explain": explain_command, "export": export_command, "demo": demo_command}
     try:

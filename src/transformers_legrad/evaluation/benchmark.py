@@ -5,11 +5,12 @@
 
 For every example (an image, a prompt or class, the object's mask; see `data`) and every method, the map is
 computed with the method's `explain` (timed), placed on the original image (`geometry`), and scored against the
-mask (`metrics`): mIoU, pixel accuracy and mAP as on ImageNet-Segmentation (threshold 0.5), the open-vocabulary
-p-mIoU (mean foreground IoU), the pointing game, and the positive / negative perturbation AUCs, which re-run the
-model on the processed image with 10% .. 90% of its patches set to 0 in normalized pixel space (the processor's
-mean colour), most / least relevant first according to the method's patch grid map, and integrate the model's
-own score for the prompt or class (its logit: `LeGradOutput.scores`) over the removed fraction.
+mask (`metrics`): mIoU, pixel accuracy and mAP as on ImageNet-Segmentation (threshold 0.5), the plain foreground
+AP, the open-vocabulary p-mIoU (mean foreground IoU), the pointing game, and the positive / negative perturbation
+AUCs. Those re-run the model on the processed image with 10% .. 90% of its patches set to 0 in normalized pixel
+space (the processor's mean colour), most / least relevant first according to the method's patch grid map, and
+integrate the model's own score for the prompt or class (its logit: `LeGradOutput.scores`) over the removed
+fraction.
 
 Default data: `DEFAULT_SCENES` scenes of `synthetic.generate(seed=BENCHMARK_SEED)`, a seed none of the demo models
 was trained or validated on (scripts/train_demo_models.py trains on seeds 1_000_000 * (model + 1) + step, under
@@ -57,11 +58,22 @@ __all__ = [
 BENCHMARK_SEED = 20_261_126
 DEFAULT_SCENES = 200
 #: The per-method entries of a result, in table order.
-METRICS: tuple[str, ...] = ("miou", "pixel_acc", "map", "p_miou", "pointing_game", "pos_auc", "neg_auc", "ms_per_image")
+METRICS: tuple[str, ...] = (
+    "miou",
+    "pixel_acc",
+    "map",
+    "fg_ap",
+    "p_miou",
+    "pointing_game",
+    "pos_auc",
+    "neg_auc",
+    "ms_per_image",
+)
 _HEADERS = {
     "miou": "mIoU",
     "pixel_acc": "pixel acc",
     "map": "mAP",
+    "fg_ap": "fg AP",
     "p_miou": "p-mIoU",
     "pointing_game": "pointing",
     "pos_auc": "pos AUC (lower better)",
@@ -179,7 +191,7 @@ def run_benchmark(
 
     Returns:
         A JSON-ready dict: {"model", "model_class", "n" (examples), "data", "settings", "chance": {"pointing_game"},
-        "methods": {method: {"miou", "pixel_acc", "map", "p_miou", "pointing_game", "pos_auc", "neg_auc",
+        "methods": {method: {"miou", "pixel_acc", "map", "fg_ap", "p_miou", "pointing_game", "pos_auc", "neg_auc",
         "ms_per_image", "pos_curve", "neg_curve"}}}; the AUCs and curves are None without `perturbation`.
         `ms_per_image` is the mean wall time of one `explain` call (one image, one prompt), after one warm-up call.
     """

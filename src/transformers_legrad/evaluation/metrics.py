@@ -224,7 +224,9 @@ class SegmentationMetrics:
     """Dataset-level segmentation scores, accumulated as Chefer et al.'s ImageNet-Segmentation script does.
 
     Pixel accuracy and mIoU sum the counts of every image before dividing (a large object weighs more than a small
-    one); mAP and p-mIoU are means of per-image values.
+    one); mAP (Chefer et al.'s two-channel AP), foreground AP and p-mIoU (mean foreground IoU) are means of
+    per-image values. With small objects, the background dominates pixel accuracy, mIoU and mAP: a map that marks
+    nothing as foreground already scores well there; foreground AP and p-mIoU are not so forgiving.
 
     Args:
         threshold: binarization threshold of the maps (see `binarize`).
@@ -233,38 +235,42 @@ class SegmentationMetrics:
         >>> metrics = SegmentationMetrics()
         >>> for heatmap, mask in pairs:
         ...     metrics.add(heatmap, mask)
-        >>> metrics.result()  # {"pixel_acc": ..., "miou": ..., "map": ..., "p_miou": ...}
+        >>> metrics.result()  # {"pixel_acc": ..., "miou": ..., "map": ..., "fg_ap": ..., "p_miou": ...}
     """
 
     def __init__(self, threshold: Threshold = 0.5) -> None:
         self.threshold = threshold
         self.counts = SegmentationCounts()
-        self.average_precisions: list[float] = []
-        self.foreground_ious: list[float] = []
+        self.per_image: list[dict[str, float]] = []
 
     def add(self, heatmap: ArrayLike, mask: ArrayLike) -> dict[str, float]:
-        """Score one map; returns its own values {"pixel_acc", "miou", "ap", "foreground_iou"}."""
+        """Score one map; returns its own values {"pixel_acc", "miou", "ap", "fg_ap", "foreground_iou"}."""
         counts = segmentation_counts(heatmap, mask, self.threshold)
-        average = segmentation_average_precision(heatmap, mask)
         self.counts = self.counts + counts
-        self.average_precisions.append(average)
-        self.foreground_ious.append(float(counts.class_iou[1]))
-        return {
+        values = {
             "pixel_acc": counts.pixel_accuracy,
             "miou": counts.mean_iou,
-            "ap": average,
+            "ap": segmentation_average_precision(heatmap, mask),
+            "fg_ap": segmentation_average_precision(heatmap, mask, foreground_only=True),
             "foreground_iou": float(counts.class_iou[1]),
         }
+        self.per_image.append(values)
+        return values
 
     def result(self) -> dict[str, float]:
-        """{"pixel_acc", "miou", "map", "p_miou"} over everything added (NaN before the first `add`)."""
-        if not self.average_precisions:
-            return {key: float("nan") for key in ("pixel_acc", "miou", "map", "p_miou")}
+        """{"pixel_acc", "miou", "map", "fg_ap", "p_miou"} over everything added (NaN before the first `add`)."""
+        if not self.per_image:
+            return {key: float("nan") for key in ("pixel_acc", "miou", "map", "fg_ap", "p_miou")}
+
+        def mean(key: str) -> float:
+            return float(np.mean([values[key] for values in self.per_image]))
+
         return {
             "pixel_acc": self.counts.pixel_accuracy,
             "miou": self.counts.mean_iou,
-            "map": float(np.mean(self.average_precisions)),
-            "p_miou": float(np.mean(self.foreground_ious)),
+            "map": mean("ap"),
+            "fg_ap": mean("fg_ap"),
+            "p_miou": mean("foreground_iou"),
         }
 
 
