@@ -433,6 +433,8 @@ def save(name: str, model, processor, out_dir: Path, record: dict) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     (folder / "training_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    for path in folder.iterdir():
+        path.chmod(0o644)  # safetensors files are written owner-only; package data must be readable by all
     return folder
 
 
