@@ -81,6 +81,7 @@ BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<unk>"
 #: Caption templates seen in training; evaluation and the demo use the first.
 TEMPLATES = ("a {}", "a photo of a {}", "{}")
 VIT_MARGIN = 1.5
+SIGLIP_INITIAL_BIAS = -2.5
 
 TRAIN_SEED_BASE = 1_000_000  # training batch of step s: generate(batch, seed=TRAIN_SEED_BASE * (model + 1) + s)
 HELD_OUT_SEED = 20_240_404  # never a training seed
@@ -163,8 +164,15 @@ def build(name: str):
         config = SiglipConfig(
             text_config=dict(text_config(tokenizer), projection_size=VISION["hidden_size"]), vision_config=VISION
         )
+        model = SiglipModel(config)
+        with torch.no_grad():
+            # transformers initializes the scale and bias to 0 (temperature 1), from which a learning rate of 1e-3
+            # barely moves them. SigLIP's paper starts at temperature 10 and a bias that matches the prior: -10 for
+            # its 32k batches; here about 8% of the pairs of a batch are positive, hence -2.5.
+            model.logit_scale.fill_(math.log(10.0))
+            model.logit_bias.fill_(SIGLIP_INITIAL_BIAS)
         image_processor = SiglipImageProcessorPil(size=square)
-        return SiglipModel(config), SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+        return model, SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
     raise ValueError(f"unknown model {name!r}; known: {', '.join(NAMES)}")
 
 
@@ -451,6 +459,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
     parser.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
     parser.add_argument("--learning-rate", type=float, default=None, help="override the recipe's learning rate")
+    parser.add_argument("--token-label-weight", type=float, default=None, help="override the recipe's weight")
     parser.add_argument("--threads", type=int, default=THREADS, help="CPU threads (the weights depend on it)")
     parser.add_argument("--held-out", type=int, default=1000, help="held-out scenes for the accuracy")
     parser.add_argument("--pointing-scenes", type=int, default=200, help="held-out scenes for the pointing game")
@@ -462,7 +471,12 @@ def main(argv=None) -> int:
     names = NAMES if args.model == "all" else (args.model,)
     for name in names:
         recipe = RECIPES[name]
-        overrides = {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate}
+        overrides = {
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "token_label_weight": args.token_label_weight,
+        }
         recipe = Recipe(**{**recipe.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
         model, processor, times, history = train(name, recipe, args.seed)
         metrics = evaluate(name, model, processor, args.held_out, args.pointing_scenes)

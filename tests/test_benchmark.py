@@ -222,6 +222,7 @@ def test_command_line_writes_json_table_and_figure(clip, tmp_path, capsys):
     assert record["command"].startswith("legrad benchmark --model")
     (run,) = record["runs"]
     assert run["model"] == clip.path and list(run["methods"]) == ["legrad", "rollout"]
+    assert len(run["weights_sha256"]) == 64
     assert run["data"] == {
         "source": "synthetic",
         "scenes": 1,
@@ -258,3 +259,28 @@ def test_default_models_missing_is_a_clear_error(tmp_path, capsys, monkeypatch):
     assert benchmark.main(["--json", str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err
     assert "bundled demo models are not installed" in err and "--model" in err
+
+
+def test_per_example_values_add_up_to_the_summary(clip, scenes):
+    methods = ("legrad", "chefer")
+    result = run_benchmark(clip.model, clip.processor, examples_from_scenes(scenes, seed=11), methods, per_example=True)
+    records = result["examples"]
+    assert len(records) == result["n"] and records[0]["source"] == "synthetic seed=11 scene=0 object=0"
+    for method in methods:
+        values = [record["methods"][method] for record in records]
+        summary = result["methods"][method]
+        assert summary["pointing_game"] == pytest.approx(np.mean([v["pointing"] for v in values]))
+        assert summary["p_miou"] == pytest.approx(np.mean([v["foreground_iou"] for v in values]))
+        assert summary["fg_ap"] == pytest.approx(np.mean([v["fg_ap"] for v in values]))
+        assert summary["pos_auc"] == pytest.approx(np.mean([v["pos_auc"] for v in values]))
+    json.dumps(result)
+    assert "examples" not in run_benchmark(clip.model, clip.processor, examples_from_scenes(scenes), methods, n=1)
+
+
+def test_figure_examples_start_with_a_multi_object_image():
+    scenes = synthetic.generate(6, seed=3)
+    examples = examples_from_scenes(scenes)
+    chosen = benchmark._figure_examples(examples, 2)
+    first_multi = next(scene for scene in scenes if len(scene.objects) > 1)
+    assert [example.image for example in chosen] == [first_multi.image] * 2
+    assert [example.prompt for example in chosen] == first_multi.captions[:2]

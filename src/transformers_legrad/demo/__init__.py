@@ -6,7 +6,8 @@ LeGrad can be tried, and checked against known object masks, with no network and
 
 - "clip": `CLIPModel` (64 x 64 images, 8 x 8 patches) matching a scene with captions such as "a red circle";
 - "siglip": `SiglipModel`, the same task with the sigmoid loss;
-- "vit": `ViTForImageClassification` naming the largest object of a scene ("red circle", 42 classes).
+- "vit": `ViTForImageClassification` naming the largest object of a scene ("red circle"; 35 classes, 7 colours x
+  5 shapes).
 
 Each folder loads like a Hub checkpoint:
 

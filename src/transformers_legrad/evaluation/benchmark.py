@@ -13,14 +13,16 @@ integrate the model's own score for the prompt or class (its logit: `LeGradOutpu
 fraction.
 
 Default data: `DEFAULT_SCENES` scenes of `synthetic.generate(seed=BENCHMARK_SEED)`, a seed none of the demo models
-was trained or validated on (scripts/train_demo_models.py trains on seeds 1_000_000 * (model + 1) + step, under
-3_001_000, and validates on 20_240_404), one example per object.
+was trained or validated on (scripts/train_demo_models.py trains model m on seeds 1_000_000 * (m + 1) + step, i.e.
+in [1_000_000, 4_000_000) for any recipe under a million steps (the ViT on random 62-bit seeds drawn from a
+generator seeded so), and validates on 20_240_404), one example per object.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import itertools
 import json
 import os
@@ -173,6 +175,7 @@ def run_benchmark(
     model_name: str | None = None,
     data: dict | None = None,
     progress: bool = False,
+    per_example: bool = False,
 ) -> dict:
     """Score every method on every example.
 
@@ -188,6 +191,9 @@ def run_benchmark(
         model_name: how the model is named in the result (default: its `name_or_path`).
         data: a description of the examples, stored as is under "data".
         progress: show a progress bar on stderr.
+        per_example: also return every example's values under "examples": [{"source", "query", "mask_fraction",
+            "methods": {method: {"pixel_acc", "miou", "ap", "fg_ap", "foreground_iou", "pointing", "ms", "pos_auc",
+            "neg_auc"}}}], e.g. for paired confidence intervals between methods.
 
     Returns:
         A JSON-ready dict: {"model", "model_class", "n" (examples), "data", "settings", "chance": {"pointing_game"},
@@ -199,53 +205,53 @@ def run_benchmark(
         raise ValueError(f"`n` must be a positive integer or None, got {n!r}.")
     runner = _Runner(model, processor, list(methods), image_size)
     segmentation = {method: metrics.SegmentationMetrics(threshold) for method in runner.explainers}
-    hits = {method: [] for method in runner.explainers}
-    seconds = {method: [] for method in runner.explainers}
     curves = {method: {"pos": [], "neg": []} for method in runner.explainers}
-    mask_fractions = []
-    count = 0
+    records: list[dict] = []  # per example: {"source", "query", "mask_fraction", "methods": {method: values}}
     with tqdm(desc="benchmark", unit="example", disable=not progress, total=n) as bar:
         for example in itertools.islice(examples, n):
-            if count == 0:
+            if not records:
                 for method in runner.explainers:  # warm-up: first-call costs are not what ms/image should show
                     runner.explain(method, example)
-            count += 1
             mask = np.asarray(example.mask, dtype=bool)
-            mask_fractions.append(float(mask.mean()))
+            record = {"source": example.source, "query": example.query, "mask_fraction": float(mask.mean())}
+            record["methods"] = {}
             pixel_values = runner.pixel_values(example) if perturbation else None
             score = runner.scorer(example) if perturbation else None
             for method in runner.explainers:
-                output, heatmap, spent = runner.explain(method, example)
-                seconds[method].append(spent)
-                segmentation[method].add(heatmap, mask)
-                hits[method].append(metrics.pointing_game(heatmap, mask, pointing_tolerance))
+                output, heatmap, seconds = runner.explain(method, example)
+                values = segmentation[method].add(heatmap, mask)
+                values["pointing"] = metrics.pointing_game(heatmap, mask, pointing_tolerance)
+                values["ms"] = 1000.0 * seconds
                 if perturbation:
                     grid_h, grid_w = output.grid_shapes[0]
                     grid_map = output.grid_maps[0, 0, :grid_h, :grid_w]
                     for key, most_relevant_first in (("pos", True), ("neg", False)):
                         curve = metrics.perturbation_curve(score, pixel_values, grid_map, most_relevant_first)
                         curves[method][key].append(curve)
+                        values[f"{key}_auc"] = metrics.perturbation_auc(curve)
+                record["methods"][method] = values
+            records.append(record)
             bar.update(1)
-    if count == 0:
+    if not records:
         raise ValueError("no examples to benchmark.")
 
     results = {}
     for method in runner.explainers:
+        method_values = [record["methods"][method] for record in records]
         entry = dict(segmentation[method].result())
-        entry["pointing_game"] = float(np.mean(hits[method]))
+        entry["pointing_game"] = float(np.mean([values["pointing"] for values in method_values]))
         for key in ("pos", "neg"):
             if perturbation:
-                mean_curve = np.mean(curves[method][key], axis=0)
-                entry[f"{key}_auc"] = float(np.mean([metrics.perturbation_auc(c) for c in curves[method][key]]))
-                entry[f"{key}_curve"] = [float(v) for v in mean_curve]
+                entry[f"{key}_auc"] = float(np.mean([values[f"{key}_auc"] for values in method_values]))
+                entry[f"{key}_curve"] = [float(v) for v in np.mean(curves[method][key], axis=0)]
             else:
                 entry[f"{key}_auc"] = entry[f"{key}_curve"] = None
-        entry["ms_per_image"] = 1000.0 * float(np.mean(seconds[method]))
+        entry["ms_per_image"] = float(np.mean([values["ms"] for values in method_values]))
         results[method] = {key: entry[key] for key in (*METRICS, "pos_curve", "neg_curve")}
-    return {
+    result = {
         "model": model_name or str(getattr(model, "name_or_path", "") or type(model).__name__),
         "model_class": type(model).__name__,
-        "n": count,
+        "n": len(records),
         "data": data if data is not None else {"source": "examples"},
         "settings": {
             "threshold": threshold,
@@ -259,9 +265,12 @@ def run_benchmark(
             if perturbation
             else None,
         },
-        "chance": {"pointing_game": float(np.mean(mask_fractions))},
+        "chance": {"pointing_game": float(np.mean([record["mask_fraction"] for record in records]))},
         "methods": results,
     }
+    if per_example:
+        result["examples"] = records
+    return result
 
 
 def format_table(result: dict) -> str:
@@ -300,9 +309,16 @@ def explain_examples(
 
 
 def example_figure(
-    examples: Sequence[Example], heatmaps: Sequence[dict[str, np.ndarray]], title: str = "", tile_size: int = 160
+    examples: Sequence[Example],
+    heatmaps: Sequence[dict[str, np.ndarray]],
+    title: str = "",
+    tile_size: int = 160,
+    alpha: float = 0.8,
 ) -> Image.Image:
-    """One row per example: the image, its mask, and each method's map over the image (`visualize.grid_figure`)."""
+    """One row per example: the image, its mask, and each method's map over the image (`visualize.grid_figure`).
+
+    `alpha` is the maps' weight in the overlays: high, so the maps read clearly against coloured objects.
+    """
     from .. import visualize
 
     rows = []
@@ -315,7 +331,9 @@ def example_figure(
         tiles = [example.mask.astype(np.float32), *maps_by_method.values()]
         labels = [f"mask: {example.query}", *maps_by_method]
         rows.append(
-            visualize.grid_figure(picture, np.stack(tiles), labels, columns=len(tiles) + 1, tile_size=tile_size)
+            visualize.grid_figure(
+                picture, np.stack(tiles), labels, alpha=alpha, columns=len(tiles) + 1, tile_size=tile_size
+            )
         )
     title_height = 28 if title else 0
     width = max(row.width for row in rows)
@@ -362,12 +380,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", required=True, type=Path, help="write the results here")
     parser.add_argument("--figure", type=Path, default=None, help="write an example figure (PNG) here")
     parser.add_argument("--figure-examples", type=int, default=2, help="examples per model in the figure")
+    parser.add_argument("--per-example", action="store_true", help="also write every example's values to the JSON")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
     return parser
 
 
 def _load_model(name: str, device: str | None):
-    """(model, processor, display name) for a demo model name, a local folder or a Hub id."""
+    """(model, processor, display name, local folder or None) for a demo model name, a local folder or a Hub id."""
     from .. import cli
 
     if name in _demo_names() and not Path(name).exists():
@@ -379,9 +398,17 @@ def _load_model(name: str, device: str | None):
             raise cli.UserError(str(error)) from None
         if device is not None:
             model = model.to(device)
-        return model, processor, f"demo:{name}"
+        return model, processor, f"demo:{name}", demo.model_path(name)
     pipe = cli.load_pipeline(name, device, None)
-    return pipe.model, pipe.explainer.processor, name
+    folder = Path(name).expanduser()
+    return pipe.model, pipe.explainer.processor, name, folder if folder.is_dir() else None
+
+
+def _weights_digest(folder: Path | None) -> str | None:
+    """sha256 of a local model's weights file, so a result names the exact weights it measured."""
+    if folder is None or not (folder / "model.safetensors").is_file():
+        return None
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
 
 
 def _demo_names() -> tuple[str, ...]:
@@ -456,7 +483,7 @@ def _run(args, argv: Sequence[str]) -> int:
         raise UserError(f"{args.manifest}: no such manifest file")
     runs, figures = [], []
     for name in names:
-        model, processor, label = _load_model(name, args.device)
+        model, processor, label, folder = _load_model(name, args.device)
         examples, description, limit = _examples(args, model, label)
         print(f"benchmarking {label} ...", file=sys.stderr)
         try:
@@ -472,9 +499,11 @@ def _run(args, argv: Sequence[str]) -> int:
                 model_name=label,
                 data=description,
                 progress=sys.stderr.isatty(),
+                per_example=args.per_example,
             )
         except (ManifestError, ValueError, TypeError) as error:
             raise UserError(f"{label}: {error}") from error
+        result["weights_sha256"] = _weights_digest(folder)
         runs.append(result)
         print(format_table(result) + "\n")
         if args.figure is not None and args.figure_examples:
@@ -504,15 +533,17 @@ def _run(args, argv: Sequence[str]) -> int:
 
 
 def _figure_examples(examples: Iterable[Example], count: int) -> list[Example]:
-    """The first `count` examples from distinct images (several objects of one scene share an image)."""
-    chosen, seen = [], set()
+    """`count` examples, starting with every object of the first image that has several (prompts side by side)."""
+    groups: list[list[Example]] = []
     for example in examples:
-        if id(example.image) not in seen:
-            seen.add(id(example.image))
-            chosen.append(example)
-        if len(chosen) == count:
+        if groups and example.image is groups[-1][0].image:
+            groups[-1].append(example)
+        else:
+            groups.append([example])
+        if sum(len(group) for group in groups) >= 4 * count + 8:
             break
-    return chosen
+    groups.sort(key=lambda group: len(group) < 2)  # stable: the first multi-object image first
+    return [example for group in groups for example in group][:count]
 
 
 def _stack(figures: list[Image.Image]) -> Image.Image:
