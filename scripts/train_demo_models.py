@@ -81,6 +81,7 @@ BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<unk>"
 #: Caption templates seen in training; evaluation and the demo use the first.
 TEMPLATES = ("a {}", "a photo of a {}", "{}")
 VIT_MARGIN = 1.5
+RETRIEVAL_POOL = 100  # caption -> image retrieval: the best of this many held-out scenes
 SIGLIP_INITIAL_BIAS = -2.5
 
 TRAIN_SEED_BASE = 1_000_000  # training batch of step s: generate(batch, seed=TRAIN_SEED_BASE * (model + 1) + s)
@@ -101,7 +102,7 @@ class Recipe:
 RECIPES = {
     "clip": Recipe(steps=3000, batch_size=64, learning_rate=1e-3, warmup_steps=50),
     "siglip": Recipe(steps=3000, batch_size=64, learning_rate=1e-3, warmup_steps=50),
-    "vit": Recipe(steps=3000, batch_size=64, learning_rate=1e-3, warmup_steps=50),
+    "vit": Recipe(steps=4000, batch_size=64, learning_rate=1e-3, warmup_steps=50),
 }
 
 
@@ -358,20 +359,37 @@ def caption_scores(model, processor, scenes) -> torch.Tensor:
     return torch.cat(rows)
 
 
-def retrieval_metrics(model, processor, scenes) -> dict:
-    """Caption recall@m over all objects of all scenes, and top-1 accuracy on single-object scenes."""
+def retrieval_metrics(model, processor, scenes, pool: int = RETRIEVAL_POOL) -> dict:
+    """Held-out retrieval, both ways.
+
+    Image -> caption: caption recall@m over all objects of all scenes; precision@1 (the best caption names an object
+    of the scene); top-1 accuracy on single-object scenes. Caption -> image: in consecutive pools of `pool` scenes,
+    for every label some scene of the pool holds, is the best-scoring scene one that holds it?
+    """
     scores = caption_scores(model, processor, scenes)
-    found = total = single_hits = singles = 0
+    found = total = single_hits = singles = precise = 0
     for scene, row in zip(scenes, scores, strict=True):
         top = {synthetic.LABELS[i] for i in row.topk(len(scene.objects)).indices.tolist()}
         found += sum(label in top for label in scene.labels)
         total += len(scene.objects)
+        precise += synthetic.LABELS[int(row.argmax())] in scene.labels
         if len(scene.objects) == 1:
             singles += 1
             single_hits += scene.labels[0] in top
+    retrieved = queries = 0
+    for start in range(0, len(scenes) - pool + 1, pool):
+        pool_scenes, pool_scores = scenes[start : start + pool], scores[start : start + pool]
+        for j, label in enumerate(synthetic.LABELS):
+            if any(label in scene.labels for scene in pool_scenes):
+                queries += 1
+                retrieved += label in pool_scenes[int(pool_scores[:, j].argmax())].labels
     return {
         "caption_recall_at_m": found / total,
+        "precision_at_1": precise / len(scenes),
         "single_object_top1": single_hits / singles,
+        "text_to_image_top1": retrieved / queries,
+        "text_to_image_queries": queries,
+        "text_to_image_pool": pool,
         "objects": total,
         "scenes": len(scenes),
         "single_object_scenes": singles,
@@ -463,12 +481,19 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=THREADS, help="CPU threads (the weights depend on it)")
     parser.add_argument("--held-out", type=int, default=1000, help="held-out scenes for the accuracy")
     parser.add_argument("--pointing-scenes", type=int, default=200, help="held-out scenes for the pointing game")
+    parser.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="do not train: evaluate the saved models in --out again and update their metrics (and --cards)",
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     transformers.logging.set_verbosity_error()
     names = NAMES if args.model == "all" else (args.model,)
+    if args.evaluate:
+        return reevaluate(names, args)
     for name in names:
         recipe = RECIPES[name]
         overrides = {
@@ -501,6 +526,28 @@ def main(argv=None) -> int:
         (folder / "training_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
         print(json.dumps({k: record[k] for k in ("model", "training_seconds", "metrics")}, indent=2), flush=True)
         print(f"[{name}] wrote {folder} ({folder_size(folder) / 1e6:.2f} MB)", flush=True)
+        if args.cards is not None:
+            write_card(name, record, args.cards)
+    return 0
+
+
+def reevaluate(names, args) -> int:
+    """Evaluate saved models again (e.g. after metrics were added) and update their `training_metrics.json`."""
+    for name in names:
+        folder = args.out / name
+        record = json.loads((folder / "training_metrics.json").read_text())
+        if name == "vit":
+            model = ViTForImageClassification.from_pretrained(folder)
+            processor = ViTImageProcessorPil.from_pretrained(folder)
+        else:
+            model_class, processor_class = (
+                (CLIPModel, CLIPProcessor) if name == "clip" else (SiglipModel, SiglipProcessor)
+            )
+            model, processor = model_class.from_pretrained(folder), processor_class.from_pretrained(folder)
+        record["metrics"] = evaluate(name, model.eval(), processor, args.held_out, args.pointing_scenes)
+        record["evaluation_command"] = " ".join(["python", "scripts/train_demo_models.py", *sys.argv[1:]])
+        (folder / "training_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(json.dumps({"model": name, "metrics": record["metrics"]}, indent=2), flush=True)
         if args.cards is not None:
             write_card(name, record, args.cards)
     return 0
@@ -557,6 +604,10 @@ def write_card(name: str, record: dict, cards_dir: Path) -> Path:
                 f"{held_out['caption_recall_at_m']:.3f} |",
                 f"| top-1 caption, {held_out['single_object_scenes']} single-object scenes | "
                 f"{held_out['single_object_top1']:.3f} |",
+                f"| precision@1: the best caption names an object of the scene, {held_out['scenes']} scenes | "
+                f"{held_out['precision_at_1']:.3f} |",
+                f"| caption -> image top-1 among {held_out['text_to_image_pool']} scenes "
+                f"({held_out['text_to_image_queries']} queries) | {held_out['text_to_image_top1']:.3f} |",
             ]
         )
         pointing_rows = [
@@ -636,7 +687,8 @@ step s uses seed {record["train_seed_base"]} + s, so the model never sees a scen
 - Time: {record["training_seconds"] / 60:.1f} min wall clock ({record["cpu_seconds"] / 60:.1f} CPU-min) on
   {record["threads"]} CPU threads of a shared machine (torch {record["versions"]["torch"]}, transformers
   {record["versions"]["transformers"]}).
-- Reproduce: `{record["command"]}` (from a source checkout; writes this folder and card).
+- Reproduce: `{record["command"]}` from a source checkout (add `--cards model_cards` for this card). The
+  evaluation below: `{record.get("evaluation_command", record["command"])}`.
 
 ## Evaluation
 
@@ -693,7 +745,9 @@ def _metric_definition(name: str) -> str:
         "Caption recall@m: each scene is scored against the captions of all "
         f'{len(synthetic.LABELS)} colour-shape labels ("a red circle", ...); an object is found when its caption '
         "is among the m best, m the number of objects in the scene. Top-1: the best caption of a single-object "
-        "scene is its object's."
+        "scene is its object's. Precision@1: the best caption of any scene names one of its objects. Caption -> "
+        f"image: the held-out scenes are cut into pools of {RETRIEVAL_POOL}; for every label that some scene of a "
+        "pool holds, the pool's best-scoring scene for that label's caption must hold it."
     )
 
 
