@@ -218,10 +218,13 @@ def test_command_line_writes_json_table_and_figure(clip, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| legrad " in printed and "| rollout " in printed and f"wrote {out}" in printed
     record = json.loads(out.read_text())
-    assert set(record) == {"date", "command", "machine", "versions", "runs"}
+    assert set(record) == {"date", "command", "machine", "versions", "runs", "model", "methods"}
     assert record["command"].startswith("legrad benchmark --model")
     (run,) = record["runs"]
     assert run["model"] == clip.path and list(run["methods"]) == ["legrad", "rollout"]
+    assert record["model"] == run["model"] and record["methods"] == run["methods"]
+    assert set(record["methods"]["legrad"]) >= {"miou", "pixel_acc", "map", "pointing_game", "neg_auc", "pos_auc"}
+    assert record["methods"]["legrad"]["ms_per_image"] > 0
     assert len(run["weights_sha256"]) == 64
     assert run["data"] == {
         "source": "synthetic",

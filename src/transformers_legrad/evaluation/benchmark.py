@@ -377,7 +377,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-perturbation", action="store_true", help="skip the perturbation tests")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: as loaded)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
-    parser.add_argument("--json", required=True, type=Path, help="write the results here")
+    parser.add_argument(
+        "--json",
+        required=True,
+        type=Path,
+        help='write the results here: {"runs": [one per model], and for one model "methods": {method: metrics}}',
+    )
     parser.add_argument("--figure", type=Path, default=None, help="write an example figure (PNG) here")
     parser.add_argument("--figure-examples", type=int, default=2, help="examples per model in the figure")
     parser.add_argument("--per-example", action="store_true", help="also write every example's values to the JSON")
@@ -523,6 +528,8 @@ def _run(args, argv: Sequence[str]) -> int:
         "versions": _versions(),
         "runs": runs,
     }
+    if len(runs) == 1:  # one model: its table at the top level too, {"methods": {"legrad": {"miou": ...}, ...}}
+        record["model"], record["methods"] = runs[0]["model"], runs[0]["methods"]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.json}")
