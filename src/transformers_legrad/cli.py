@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     explain = commands.add_parser(
         "explain", parents=[common], help="explain images with prompts (CLIP/SigLIP) or classes"
     )
-    explain.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
+    explain.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files or folders of images")
     explain.add_argument("--model", required=True, help="Hub id or local folder of a supported model")
     explain.add_argument("--prompt", action="append", default=[], help="a text prompt (repeatable)")
     explain.add_argument("--top-k", type=int, help="classifiers: explain the k most probable classes")
@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--batch-size", type=int, default=8, help="images per explanation (default 8)")
     explain.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     explain.add_argument("--colormap", default="inferno", help="overlay colormap (default inferno)")
+    add_dataset_arguments(explain)
+    data = explain.add_argument_group("whole data sets (with --dataset; see README 'Explaining a whole data set')")
+    data.add_argument("--id-column", default=None, help="column naming each image (default: its file name or row)")
+    data.add_argument("--shard-size", type=int, default=None, help="rows per output Parquet shard (default 256)")
+    data.add_argument("--save-png", action="store_true", help="also write heatmap and overlay PNGs")
 
     export = commands.add_parser(
         "export", parents=[common], help="write a Hub-ready folder: weights, processor, pipeline, card"
@@ -69,6 +74,27 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", required=True, type=Path, help="output folder")
     demo.add_argument("--model", default="clip", choices=["clip", "siglip", "vit"], help="bundled model (clip)")
     return parser
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data-set inputs `legrad explain` and `legrad benchmark` share."""
+    group = parser.add_argument_group("data set input (Hugging Face datasets)")
+    group.add_argument(
+        "--dataset",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="a folder (imagefolder, parquet/JSONL files, save_to_disk), a parquet/JSONL/CSV file, or a Hub name",
+    )
+    group.add_argument("--split", default=None, help="data-set split (default: the only one)")
+    group.add_argument("--image-column", default=None, help="image column (default: the first Image column)")
+    group.add_argument(
+        "--prompt-column",
+        default=None,
+        help="column with each row's prompt(s) (CLIP/SigLIP) or class name/id (classifiers), instead of --prompt",
+    )
+    group.add_argument(
+        "--prompt-template", default="{}", help="how a --prompt-column value becomes a prompt, e.g. 'a photo of a {}'"
+    )
 
 
 def parse_layers(text: str | None):
@@ -142,6 +168,17 @@ def load_pipeline(model: str, device: str | None, dtype: str | None):
 
 
 def explain_command(args: argparse.Namespace) -> int:
+    if args.dataset is not None:
+        if args.inputs:
+            raise UserError("give either IMAGE_OR_DIR arguments or --dataset, not both")
+        return dataset_command(args)
+    if not args.inputs:
+        raise UserError("give image files or folders to explain, or --dataset NAME_OR_PATH")
+    for name in ("split", "image_column", "prompt_column", "id_column", "shard_size"):
+        if getattr(args, name) is not None:
+            raise UserError(f"--{name.replace('_', '-')} goes with --dataset")
+    if args.save_png:
+        raise UserError("--save-png goes with --dataset (image folders always get PNGs)")
     from huggingface_hub.utils import tqdm
 
     from . import visualize
@@ -208,6 +245,98 @@ def explain_command(args: argparse.Namespace) -> int:
     written = len({record["image"] for record in records})
     print(f"wrote maps for {written} image(s) to {args.out}" + (f"; {failures} failed" if failures else ""))
     return EXIT_INPUT_FAILED if failures else EXIT_OK
+
+
+def dataset_command(args: argparse.Namespace) -> int:
+    """`legrad explain --dataset ...`: sharded Parquet results, split across accelerate's processes."""
+    from . import datasets_io
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UserError("--alpha must be between 0 and 1")
+    layers, image_size = parse_layers(args.layers), parse_image_size(args.image_size)
+    state = process_state(args.device)
+    if state.num_processes > 1 and args.device not in (None, "cpu"):
+        raise UserError(
+            f"--device {args.device}: under accelerate launch each process takes its own device; leave --device out"
+        )
+    device = args.device if args.device is not None and state.num_processes == 1 else str(state.device)
+    try:
+        dataset = datasets_io.read_dataset(args.dataset, args.split)
+        pipe = load_pipeline(args.model, device, args.dtype)
+        query = datasets_io.DatasetQuery(
+            prompts=list(args.prompt),
+            column=args.prompt_column,
+            template=args.prompt_template,
+            top_k=args.top_k,
+            targets=list(args.target),
+        )
+        settings = {
+            "model": _resolved(args.model),
+            "dtype": args.dtype,
+            "dataset": _resolved(args.dataset),
+            "split": args.split,
+            "image_column": args.image_column,
+            "id_column": args.id_column,
+            "query": query.describe(),
+            "layers": layers,
+            "image_size": image_size,
+            "correction": not args.no_correction,
+            "save_png": args.save_png,
+        }
+        summary = datasets_io.explain_dataset(
+            pipe.explainer,
+            dataset,
+            args.out,
+            query,
+            settings=settings,
+            image_column=args.image_column,
+            id_column=args.id_column,
+            image_base=datasets_io.image_base(args.dataset),
+            layers=layers,
+            image_size=image_size,
+            correction=False if args.no_correction else None,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size or datasets_io.DEFAULT_SHARD_SIZE,
+            save_png=args.save_png,
+            alpha=args.alpha,
+            colormap=args.colormap,
+            process_index=state.process_index,
+            num_processes=state.num_processes,
+            progress=state.is_local_main_process and sys.stderr.isatty(),
+        )
+    except datasets_io.DatasetError as error:
+        raise UserError(str(error)) from error
+    rate = summary["images"] / summary["seconds"] if summary["seconds"] > 0 and summary["images"] else 0.0
+    who = f"process {state.process_index}/{state.num_processes}: " if state.num_processes > 1 else ""
+    print(
+        f"{who}wrote {len(summary['written'])} shard(s) ({summary['images']} images, {rate:.2f} images/s), skipped "
+        f"{len(summary['skipped'])} complete shard(s) of {summary['shards']} in {args.out}"
+        + (f"; {len(summary['failed'])} image(s) failed" if summary["failed"] else "")
+    )
+    return EXIT_INPUT_FAILED if summary["failed"] else EXIT_OK
+
+
+def _resolved(name: str) -> str:
+    """A local path as an absolute path (a rerun from another folder resumes the same run); a Hub id as it is."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+def process_state(device: str | None):
+    """accelerate's `PartialState`: this process's index, the number of processes, and its device.
+
+    Without accelerate launch (or torchrun) it is one process. On a machine without an accelerator, processes
+    started by a launcher join a CPU (gloo) process group.
+    """
+    import os
+
+    import torch
+    from accelerate import PartialState
+
+    launched = int(os.environ.get("LOCAL_RANK", -1)) != -1 or int(os.environ.get("WORLD_SIZE", 1)) > 1
+    accelerator = getattr(torch, "accelerator", None)
+    has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+    return PartialState(cpu=device == "cpu" or (launched and not has_accelerator))
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
