@@ -417,6 +417,8 @@ def explain_dataset(
     total = sum(len(shards[index]) for index in pending)
     with tqdm(total=total, desc=f"explaining [{process_index}]", unit="image", disable=not progress) as bar:
         for index in pending:
+            for stale in out.glob(f".{shard_file_name(index, len(shards))}.tmp-*"):  # left by an interrupted run
+                stale.unlink(missing_ok=True)
             rows = shards[index]
             queries = _row_queries(dataset, query, is_dual, rows)
             chunk = dataset[rows.start : rows.stop]

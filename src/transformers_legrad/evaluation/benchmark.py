@@ -387,6 +387,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--figure-examples", type=int, default=2, help="examples per model in the figure")
     parser.add_argument("--per-example", action="store_true", help="also write every example's values to the JSON")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    from ..cli import add_dataset_arguments
+
+    add_dataset_arguments(parser)
+    parser.add_argument("--prompt", default=None, help="with --dataset: one prompt (or class) for every row")
+    parser.add_argument("--mask-column", default="mask", help="with --dataset: the object-mask column (mask)")
     return parser
 
 
@@ -441,6 +446,8 @@ def _default_models() -> list[str]:
 
 def _examples(args, model, label: str) -> tuple[Iterable[Example], dict, int | None]:
     """(examples, data description, n for run_benchmark)."""
+    if args.dataset is not None:
+        return _dataset_examples(args, model)
     if args.manifest is not None:
         return read_manifest(args.manifest), {"source": "manifest", "manifest": str(args.manifest)}, args.n
     scenes = args.n if args.n is not None else DEFAULT_SCENES
@@ -454,6 +461,54 @@ def _examples(args, model, label: str) -> tuple[Iterable[Example], dict, int | N
         "query": query,
     }
     return examples_from_scenes(generated, query=query, seed=args.seed), description, None
+
+
+def _dataset_examples(args, model) -> tuple[Iterable[Example], dict, int | None]:
+    from .. import datasets_io
+    from ..cli import UserError
+
+    query = "prompt" if LeGradExplainer(model).adapter.is_dual_encoder else "label"
+    try:
+        dataset = datasets_io.read_dataset(args.dataset, args.split)
+        examples = datasets_io.examples_from_dataset(
+            dataset,
+            query_column=args.prompt_column,
+            prompt=args.prompt,
+            template=args.prompt_template,
+            mask_column=args.mask_column,
+            image_column=args.image_column,
+            image_base=datasets_io.image_base(args.dataset),
+            query=query,
+        )
+    except datasets_io.DatasetError as error:
+        raise UserError(str(error)) from error
+    description = {
+        "source": "dataset",
+        "dataset": args.dataset,
+        "split": args.split,
+        "rows": len(dataset),
+        "query": query,
+        "query_column": args.prompt_column,
+        "prompt": args.prompt,
+        "mask_column": args.mask_column,
+    }
+    return examples, description, args.n
+
+
+def _check_data_arguments(args) -> None:
+    from ..cli import UserError
+
+    if args.dataset is not None and args.manifest is not None:
+        raise UserError("give either --manifest or --dataset, not both")
+    if args.dataset is None:
+        for name in ("split", "image_column", "prompt_column", "prompt"):
+            if getattr(args, name) is not None:
+                raise UserError(f"--{name.replace('_', '-')} goes with --dataset")
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise UserError(
+            "legrad benchmark runs in one process (its metrics need every example); run it without accelerate "
+            "launch, or split the data yourself with --split"
+        )
 
 
 def _threshold(text: str) -> metrics.Threshold:
@@ -479,6 +534,7 @@ def _run(args, argv: Sequence[str]) -> int:
     if args.figure_examples < 0:
         raise UserError("--figure-examples must be >= 0")
     threshold = _threshold(args.threshold)
+    _check_data_arguments(args)
     if args.threads is not None:
         if args.threads < 1:
             raise UserError("--threads must be at least 1")
