@@ -1,5 +1,6 @@
-"""The engine's promises: one trunk forward under the model's own attention, local recomputation of only the
-explained blocks, one local graph at a time, and a model left exactly as found (also when `explain` raises)."""
+"""The engine's promises: one trunk forward under the model's own attention, no block run twice while the recorded
+block tails fit their memory budget (past it, local recomputation of only the explained blocks, one local graph at a
+time), and a model left exactly as found (also when `explain` raises)."""
 
 from __future__ import annotations
 
@@ -92,9 +93,12 @@ def count_calls(modules):
     return counts, [m.register_forward_pre_hook(hook) for m in modules]
 
 
+@pytest.mark.parametrize("tails", ["recorded", "recomputed"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_one_trunk_forward_and_only_explained_blocks_recomputed(family, request):
+def test_one_trunk_forward_and_only_explained_blocks_recomputed(family, tails, request, monkeypatch):
     tiny = request.getfixturevalue(family)
+    if tails == "recomputed":  # no memory for recorded tails: explained blocks are recomputed from their inputs
+        monkeypatch.setattr(engine, "RECORDED_TAIL_MEMORY_FRACTION", 0.0)
     adapter = adapter_for(tiny.model)
     blocks = list(adapter.blocks)
     embeddings = (
@@ -109,7 +113,8 @@ def test_one_trunk_forward_and_only_explained_blocks_recomputed(family, request)
         for handle in handles:
             handle.remove()
     assert counts[id(embeddings)] == 1, "the trunk ran more than once for 3 prompts"
-    recomputed = 0 if adapter.explains_pooling_head else 1  # SigLIP explains its head: no block is rerun
+    # SigLIP explains its head, and recorded tails need no rerun: then no block runs twice.
+    recomputed = 0 if adapter.explains_pooling_head or tails == "recorded" else 1
     expected = [1 + (recomputed if i in (0, 2) else 0) for i in range(NUM_LAYERS)]
     assert [counts[id(b)] for b in blocks] == expected
 
@@ -137,6 +142,9 @@ def test_trunk_keeps_the_models_attention_implementation(family, request):
 @pytest.mark.parametrize("family", ["clip", "siglip", "vit"])
 def test_one_local_graph_alive_at_a_time(family, request, monkeypatch):
     tiny = request.getfixturevalue(family)
+    # Recorded tails are held together within their memory budget (tests/test_engine_recording.py); past it, blocks
+    # are recomputed one at a time, which is what this test watches.
+    monkeypatch.setattr(engine, "RECORDED_TAIL_MEMORY_FRACTION", 0.0)
     explainer = LeGradExplainer(tiny.model, layers="all")
     adapter = explainer.adapter
     contexts = []

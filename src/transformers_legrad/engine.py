@@ -4,20 +4,24 @@ LeGrad's layer-l score depends on block l's attention probabilities A^l only thr
 (context A@V -> output projection -> residual -> MLP -> readout), so the engine never builds the full graph:
 
 1. The trunk runs once per image batch under `torch.no_grad()` with the model's own attention implementation
-   (SDPA, flash, ...). Forward hooks capture each explained block's inputs (or, when a pooling head is explained,
-   its output tokens).
-2. Each explained block is recomputed locally from its captured inputs. Hooks take V (the value projection's
-   output) and replace the attention context O = A@V (the output projection's input) by a leaf that requires
-   grad. Per head, dS/dA_h = dS/dO_h @ V_h^T exactly, because A enters the graph only through A@V; so the
-   probabilities never need to be materialized in the forward, under any attention kernel.
-3. All prompts are differentiated in one batched backward (`is_grads_batched`), reduced at once (ReLU, mean over
-   heads and query rows) in bounded chunks, and the block's graph is freed before the next block.
+   (SDPA, flash, ...). Hooks take V (the value projection's output) of each explained block and replace its
+   attention context O = A@V (the output projection's input) by a leaf that requires grad; gradients are switched
+   on from there to the end of the block, so the block's tail (output projection -> residual -> MLP) is recorded
+   as a small local graph during the trunk forward itself and nothing is computed twice. The block's output goes
+   on detached, so the rest of the trunk builds no graph. Per head, dS/dA_h = dS/dO_h @ V_h^T exactly, because A
+   enters the graph only through A@V; so the probabilities never need to be materialized, under any kernel.
+   The recorded tails are bounded by a memory budget; blocks beyond it keep only their inputs and are recomputed
+   locally, one at a time, in step 2. (When a pooling head is explained, its input tokens are kept instead.)
+2. All prompts are differentiated in one batched backward (`is_grads_batched`) of each block's local graph,
+   reduced at once (ReLU, mean over heads and query rows) in bounded chunks, and the graph is freed before the
+   next block's backward.
 
 The engine knows nothing about model families: everything family-specific goes through a `FamilyAdapter`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +38,12 @@ PROMPT_CHUNK_SIZE = 32
 # float16 gradients of a normalized score can fall below float16's smallest normal number (6e-5); the backward
 # runs on cotangents scaled by this power of two, and the reduced relevance is scaled back in float32.
 HALF_PRECISION_GRADIENT_SCALE = 2.0**12
+# Share of the device's free memory that the block tails recorded during the trunk forward may hold; blocks past it
+# are recomputed from their inputs instead (exact too, one block forward more each).
+RECORDED_TAIL_MEMORY_FRACTION = 0.25
+# Estimated bytes a recorded tail holds per byte of its block's input: the context O, V, the residual, the MLP's
+# input and its hidden activations (4x wide in a ViT) are kept for the backward.
+TAIL_BYTES_PER_INPUT_BYTE = 10
 
 
 @dataclass
@@ -42,12 +52,38 @@ class TrunkCapture:
 
     Attributes:
         image_features: the model's own final readout [batch, features], float32.
-        block_states: per explained block index, either its call `(args, kwargs)` (self-attention families) or
-            its output tokens [batch, tokens, hidden] (pooling-head families).
+        block_states: per explained block index, one of: a `RecordedTail` (self-attention families, within the
+            memory budget), the block's call `(args, kwargs)` to recompute it (past the budget), or its output
+            tokens [batch, tokens, hidden] (pooling-head families).
     """
 
     image_features: torch.Tensor
     block_states: dict[int, object]
+
+
+@dataclass
+class RecordedTail:
+    """An explained block's output tokens, with the local graph back to its attention context recorded."""
+
+    tokens: torch.Tensor
+    handle: AttentionHandle
+
+
+class _TokenMeanRoute(torch.autograd.Function):
+    """The MLP output projection's per-token output as the value, its token-mean twin as the gradient path.
+
+    When the readout sees a block's output only through its token mean, and the projection is affine per token,
+    the gradient reaching the per-token output is the same as if the projection had been applied to the token
+    mean of its input; routing it there makes the backward through the projection one token long instead of N.
+    """
+
+    @staticmethod
+    def forward(ctx, per_token: torch.Tensor, at_token_mean: torch.Tensor) -> torch.Tensor:
+        return per_token.view_as(per_token)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        return None, grad.sum(dim=1, keepdim=True)
 
 
 @contextmanager
@@ -75,24 +111,124 @@ def _block_output(output: object) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def run_trunk(adapter: FamilyAdapter, pixels: PixelInputs, layers: Sequence[int]) -> TrunkCapture:
-    """Run the vision trunk once without gradients, capturing what each explained block needs."""
+def _with_block_output(output: object, tokens: torch.Tensor) -> object:
+    if isinstance(output, tuple):
+        return (tokens, *output[1:])
+    if isinstance(output, list):
+        return [tokens, *output[1:]]
+    return tokens
+
+
+def _free_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # not a POSIX system that reports it: a modest default
+        return 4 << 30
+
+
+class _TailRecorder:
+    """Hooks that record explained blocks' tails during the trunk forward, within a memory budget."""
+
+    def __init__(self, adapter: FamilyAdapter, layers: Sequence[int], score: str, states: dict[int, object]):
+        self.adapter, self.states = adapter, states
+        self.token_mean = adapter.readout_is_token_mean(score)
+        self.budget: int | None = None
+        self.recording: int | None = None  # the block whose tail is being recorded
+        self.taken: dict[str, torch.Tensor] = {}
+        self.grad_mode = False
+        self.in_route = False
+        self.handles = []
+        for index in layers:
+            block = adapter.blocks[index]
+            value_projection, output_projection, num_heads = adapter.attention_projections(block)
+            self.handles += [
+                block.register_forward_pre_hook(self._block_starts(index), with_kwargs=True),
+                value_projection.register_forward_hook(self._keep_values(index)),
+                output_projection.register_forward_pre_hook(self._context_as_leaf(index)),
+                block.register_forward_hook(self._block_ends(index, num_heads)),
+            ]
+            if self.token_mean:
+                projection = adapter.mlp_output_projection(block)
+                self.handles.append(projection.register_forward_hook(self._route_through_token_mean(index)))
+
+    def _block_starts(self, index):
+        def hook(module, args, kwargs):
+            inputs = next(value for value in (*args, *kwargs.values()) if isinstance(value, torch.Tensor))
+            estimate = TAIL_BYTES_PER_INPUT_BYTE * inputs.numel() * inputs.element_size()
+            if self.budget is None:
+                self.budget = int(RECORDED_TAIL_MEMORY_FRACTION * _free_memory_bytes(inputs.device))
+            if estimate <= self.budget:
+                self.budget -= estimate
+                self.recording, self.taken = index, {}
+            else:
+                self.states[index] = (args, kwargs)
+
+        return hook
+
+    def _keep_values(self, index):
+        def hook(module, args, output):
+            if self.recording == index:
+                self.taken["values"] = output.detach()
+
+        return hook
+
+    def _context_as_leaf(self, index):
+        def hook(module, args):
+            if self.recording != index:
+                return None
+            self.grad_mode = torch.is_grad_enabled()
+            torch.set_grad_enabled(True)  # the tail from here to the block's end is recorded
+            context = args[0].detach().requires_grad_(True)
+            self.taken["context"] = context
+            return (context, *args[1:])
+
+        return hook
+
+    def _route_through_token_mean(self, index):
+        def hook(module, args, output):
+            if self.recording != index or self.in_route:
+                return None
+            self.in_route = True  # calling the module again below must not route again
+            try:
+                at_token_mean = module(args[0].mean(dim=1, keepdim=True))
+            finally:
+                self.in_route = False
+            return _TokenMeanRoute.apply(output.detach(), at_token_mean)
+
+        return hook
+
+    def _block_ends(self, index, num_heads):
+        def hook(module, args, output):
+            if self.recording != index:
+                return None
+            torch.set_grad_enabled(self.grad_mode)
+            self.recording = None
+            tokens = _block_output(output)
+            handle = AttentionHandle(self.taken.pop("context"), self.taken.pop("values"), num_heads)
+            self.states[index] = RecordedTail(tokens, handle)
+            return _with_block_output(output, tokens.detach())  # the rest of the trunk builds no graph
+
+        return hook
+
+
+def run_trunk(
+    adapter: FamilyAdapter, pixels: PixelInputs, layers: Sequence[int], score: str = "legrad"
+) -> TrunkCapture:
+    """Run the vision trunk once without gradients, recording or capturing what each explained block needs."""
     states: dict[int, object] = {}
     handles = []
-    for index in layers:
-        block = adapter.blocks[index]
-        if adapter.explains_pooling_head:
+    if adapter.explains_pooling_head:
+        for index in layers:
 
             def keep_output(module, args, output, index=index):
                 states[index] = _block_output(output).detach()
 
-            handles.append(block.register_forward_hook(keep_output))
-        else:
-
-            def keep_call(module, args, kwargs, index=index):
-                states[index] = (args, kwargs)
-
-            handles.append(block.register_forward_pre_hook(keep_call, with_kwargs=True))
+            handles.append(adapter.blocks[index].register_forward_hook(keep_output))
+    else:
+        recorder = _TailRecorder(adapter, layers, score, states)
+        handles = recorder.handles
     with _hooks(handles), torch.no_grad():
         image_features = adapter.image_features(pixels)
     missing = sorted(set(layers) - set(states))
@@ -222,7 +358,9 @@ def layer_relevance(
     for index in layers:
         state = capture.block_states.pop(index)
         with torch.enable_grad():
-            if adapter.explains_pooling_head:
+            if isinstance(state, RecordedTail):
+                readout, handle = adapter.layer_features(state.tokens, pixels, score), state.handle
+            elif adapter.explains_pooling_head:
                 readout, handle = adapter.pooling_head_attention(state, pixels, score)
             else:
                 readout, handle = _recompute_block(adapter, index, state, pixels, score)

@@ -190,7 +190,7 @@ class LeGradExplainer:
         pixels = self._pixel_inputs(images, pixel_values, image_size, pixel_attention_mask, spatial_shapes)
 
         with _model_lock(self.model), eval_mode(self.model):
-            capture = run_trunk(adapter, pixels, explained_layers)
+            capture = run_trunk(adapter, pixels, explained_layers, self.score)
             if adapter.is_dual_encoder:
                 directions = directions.to(capture.image_features.device)
                 batch_directions = directions.unsqueeze(0).expand(pixels.batch_size, -1, -1)
