@@ -336,7 +336,8 @@ def process_state(device: str | None):
     launched = int(os.environ.get("LOCAL_RANK", -1)) != -1 or int(os.environ.get("WORLD_SIZE", 1)) > 1
     accelerator = getattr(torch, "accelerator", None)
     has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
-    return PartialState(cpu=device == "cpu" or (launched and not has_accelerator))
+    asked_for_cpu = device == "cpu" or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return PartialState(cpu=asked_for_cpu or (launched and not has_accelerator))
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
