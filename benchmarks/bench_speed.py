@@ -55,10 +55,13 @@ from transformers import (
     ViTForImageClassification,
 )
 
-from transformers_legrad import LeGradExplainer
+from transformers_legrad import LeGradExplainer, engine
 
 BACKWARD_FRACTION = 0.42  # local backward of one block per prompt, as a fraction of that block's forward
 METHODS = ("ours", "straightforward", "forward", "forward_backward")
+# Not run by default: ours with no memory for recorded block tails, so every explained block is recomputed from its
+# input (the engine's fallback past its budget, and how it worked before tails were recorded).
+EXTRA_METHODS = ("ours_recomputed",)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Max abs difference between min-max normalized maps of ours and the straightforward way; half precision rounds
 # differently in the two (SDPA vs eager attention, local vs full graph), so it gets a looser bound.
@@ -332,6 +335,14 @@ def run_config(
     def ours():
         return explainer.explain(pixel_values=pixel_values, layers=explained, **call_kwargs).grid_maps
 
+    def ours_recomputed():
+        budget = engine.RECORDED_TAIL_MEMORY_FRACTION
+        engine.RECORDED_TAIL_MEMORY_FRACTION = 0.0
+        try:
+            return ours()
+        finally:
+            engine.RECORDED_TAIL_MEMORY_FRACTION = budget
+
     def straightforward():
         return straightforward_grid_maps(model, spec, pixel_values, directions, explained, interpolate)
 
@@ -349,6 +360,7 @@ def run_config(
 
     functions = {
         "ours": ours,
+        "ours_recomputed": ours_recomputed,
         "straightforward": straightforward,
         "forward": forward,
         "forward_backward": forward_backward,
@@ -374,6 +386,8 @@ def run_config(
     agreement = None
     if "ours" in outputs and "straightforward" in outputs:
         agreement = compare_maps(outputs["ours"], outputs["straightforward"], dtype, label)
+        if "ours_recomputed" in outputs:
+            compare_maps(outputs["ours_recomputed"], outputs["straightforward"], dtype, label + " (recomputed)")
     outputs.clear()
     times: dict[str, list[float]] = {method: [] for method in methods if method not in failed}
     for _ in range(repeats):
@@ -390,6 +404,8 @@ def run_config(
     ratios = {}
     if "ours" in median and "straightforward" in median:
         ratios["straightforward_over_ours"] = median["straightforward"] / median["ours"]
+    if "ours" in median and "ours_recomputed" in median:
+        ratios["recomputed_over_ours"] = median["ours_recomputed"] / median["ours"]
     floor = None
     if "forward" in median:
         floor = median["forward"] * (1 + BACKWARD_FRACTION * prompts * len(explained) / num_layers)
@@ -427,8 +443,8 @@ def run_config(
 # --------------------------------------------------------------------------------------------------------------
 
 _COLUMNS = (
-    "model", "px", "K", "B", "dtype", "layers", "ours ms", "straight ms", "fwd ms", "fwd+bwd ms", "straight/ours",
-    "ours/fwd", "floor ms", "ours/floor", "mem ours MB", "mem straight MB", "mem ratio", "map diff",
+    "model", "px", "K", "B", "dtype", "layers", "ours ms", "recomputed ms", "straight ms", "fwd ms", "fwd+bwd ms",
+    "straight/ours", "ours/fwd", "floor ms", "ours/floor", "mem ours MB", "mem straight MB", "mem ratio", "map diff",
 )  # fmt: skip
 
 
@@ -455,6 +471,7 @@ def print_row(record: dict) -> None:
         record["dtype"],
         record["layers"],
         _number(median.get("ours")),
+        _number(median.get("ours_recomputed")),
         straight if isinstance(straight, str) else _number(straight),
         _number(median.get("forward")),
         _number(median.get("forward_backward")),
@@ -493,13 +510,13 @@ def machine_description(device: torch.device) -> dict:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["clip-b16"], choices=[*MODELS, *SMOKE_MODELS])
-    parser.add_argument("--image-sizes", nargs="+", type=int, default=[224])
-    parser.add_argument("--prompts", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--batch", nargs="+", type=int, default=[1])
+    parser.add_argument("--models", nargs="+", choices=[*MODELS, *SMOKE_MODELS], help="default: clip-b16")
+    parser.add_argument("--image-sizes", nargs="+", type=int, help="default: 224")
+    parser.add_argument("--prompts", nargs="+", type=int, help="default: 1 8")
+    parser.add_argument("--batch", nargs="+", type=int, help="default: 1")
     parser.add_argument("--dtype", nargs="+", default=["fp32"], choices=list(DTYPES))
     parser.add_argument("--layers", nargs="+", default=["last2", "all"], choices=["last2", "all"])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *EXTRA_METHODS])
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own; --smoke: 1)")
     parser.add_argument("--repeats", type=int, default=5)
@@ -507,10 +524,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", dest="json_path", help="write the results here")
     parser.add_argument("--smoke", action="store_true", help="tiny models, a few seconds on CPU (for CI)")
     args = parser.parse_args(argv)
-    if args.smoke:
-        args.models, args.image_sizes, args.prompts = list(SMOKE_MODELS), [32], [1, 3]
-        args.batch, args.repeats, args.warmup = [2], 2, 1
+    if args.smoke:  # tiny models and few runs; an explicit --models/--prompts/--batch still applies
+        args.models, args.prompts = args.models or list(SMOKE_MODELS), args.prompts or [1, 3]
+        args.image_sizes, args.batch = [32], args.batch or [2]
+        args.repeats, args.warmup = 2, 1
         args.threads = args.threads or 1  # tiny ops: a second thread only adds synchronization
+    args.models, args.image_sizes = args.models or ["clip-b16"], args.image_sizes or [224]
+    args.prompts, args.batch = args.prompts or [1, 8], args.batch or [1]
     if "ours" not in args.methods:
         parser.error("--methods must include 'ours'")
     if args.repeats < 1 or args.warmup < 0 or min(args.prompts) < 1 or min(args.batch) < 1:
@@ -541,7 +561,7 @@ def _run(args: argparse.Namespace, device: torch.device, argv: list[str]) -> dic
         else "peak RSS above the RSS before the call, sampled every 1 ms after malloc_trim"
     )
     specs = {**MODELS, **SMOKE_MODELS}
-    methods = [method for method in METHODS if method in args.methods]
+    methods = [method for method in (*METHODS, *EXTRA_METHODS) if method in args.methods]
     print_header(memory_method)
     results = []
     for name in args.models:
