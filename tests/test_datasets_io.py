@@ -177,6 +177,23 @@ def test_fixed_prompts_on_a_parquet_file_and_pngs(clip, tmp_path, capsys):
     assert plain["label"] == results["label"]
 
 
+def test_class_label_column_gives_prompts_and_ids_name_the_files(clip, tmp_path):
+    folder = tmp_path / "classes"
+    for index, scene in enumerate(synthetic.generate(4, seed=2)):
+        (folder / ("red", "blue")[index % 2]).mkdir(parents=True, exist_ok=True)
+        scene.image.save(folder / ("red", "blue")[index % 2] / f"{index}.png")
+    out = tmp_path / "out"
+    argv = ["explain", "--dataset", folder, "--model", clip.path, "--prompt-column", "label"]
+    assert main([str(a) for a in [*argv, "--prompt-template", "a {} object", "--out", out]]) == 0
+    results = table(out)
+    assert sorted(zip(results["image_id"], results["label"], strict=True)) == [
+        ("blue/1.png", "a blue object"),
+        ("blue/3.png", "a blue object"),
+        ("red/0.png", "a red object"),
+        ("red/2.png", "a red object"),
+    ]
+
+
 def test_classifier_top_k(vit, tmp_path):
     data = datasets_io.save_scenes(synthetic.generate(3, seed=5), tmp_path / "data")
     out = tmp_path / "out"

@@ -211,10 +211,15 @@ def _decode_image(value, base: Path, where: str):
     raise images.ImageReadError(f"{where}: no image in this row")
 
 
-def _image_name(value) -> str | None:
-    """The file name an image cell came from, if it says."""
+def _image_name(value, base: Path) -> str | None:
+    """The file an image cell came from, if it says: relative to the data set's folder, else its name."""
     path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
-    return Path(path).name if path else None
+    if not path:
+        return None
+    try:
+        return Path(path).resolve().relative_to(base.resolve()).as_posix()
+    except (ValueError, OSError):
+        return Path(path).name
 
 
 @dataclass
@@ -411,6 +416,7 @@ def explain_dataset(
     if is_dual and correction is not None:
         call["correction"] = correction
     summary = {"shards": len(shards), "written": [], "skipped": [], "images": 0, "failed": []}
+    base = Path(image_base)
     start = time.perf_counter()
     pending = [index for index in mine if _shard_fingerprint(out / shard_file_name(index, len(shards))) != fingerprint]
     summary["skipped"] = [index for index in mine if index not in pending]
@@ -428,13 +434,13 @@ def explain_dataset(
                 for row in batch:
                     cell = chunk[image_column][row - rows.start]
                     try:
-                        pictures.append(_decode_image(cell, Path(image_base), f"row {row}"))
+                        pictures.append(_decode_image(cell, base, f"row {row}"))
                         kept.append(row)
                     except ValueError as error:
                         print(f"error: {error}", file=sys.stderr)
                         failed.append((row, str(error)))
                 if kept:
-                    ids = [_row_id(chunk, row - rows.start, row, image_column, id_column) for row in kept]
+                    ids = [_row_id(chunk, row - rows.start, row, image_column, id_column, base) for row in kept]
                     arguments = _explain_arguments(queries[kept[0] - rows.start], is_dual, query)
                     try:
                         output = explainer.explain(images=pictures, **arguments, **call).to("cpu")
@@ -487,10 +493,10 @@ def _explain_arguments(queries: tuple, is_dual: bool, query: DatasetQuery) -> di
     return {"top_k": query.top_k or 1}
 
 
-def _row_id(chunk: dict, offset: int, row: int, image_column: str, id_column: str | None) -> str:
+def _row_id(chunk: dict, offset: int, row: int, image_column: str, id_column: str | None, base: Path) -> str:
     if id_column is not None:
         return str(chunk[id_column][offset])
-    return _image_name(chunk[image_column][offset]) or str(row)
+    return _image_name(chunk[image_column][offset], base) or str(row)
 
 
 class _ShardWriter:
