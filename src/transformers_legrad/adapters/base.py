@@ -25,6 +25,19 @@ import torch
 from torch import nn
 
 
+def execution_device(module: nn.Module, model: nn.Module) -> torch.device:
+    """The device `module` computes on: its weights' device or, for weights that accelerate offloaded to CPU/disk
+    (kept on `meta` until the module runs), the execution device of the accelerate hooks that load them."""
+    weight = next(module.parameters(), None)
+    if weight is not None and weight.device.type != "meta":
+        return weight.device
+    for candidate in (*module.modules(), *model.modules()):
+        device = getattr(getattr(candidate, "_hf_hook", None), "execution_device", None)
+        if device is not None:
+            return torch.device(device)
+    return torch.device("cpu")
+
+
 @dataclass
 class PixelInputs:
     """Model-ready image tensors and the patch grid they produce.
@@ -114,7 +127,7 @@ class FamilyAdapter:
 
     @property
     def input_device(self) -> torch.device:
-        return self.blocks[0].parameters().__next__().device
+        return execution_device(self.blocks[0], self.model)
 
     @property
     def input_dtype(self) -> torch.dtype:
@@ -226,7 +239,7 @@ class FamilyAdapter:
 
     def text_features(self, text: TextInputs) -> torch.Tensor:
         """Prompt embeddings [prompts, dim] from the model's own text tower (not normalized)."""
-        device = next(self.model.text_model.parameters()).device
+        device = execution_device(self.model.text_model, self.model)
         attention_mask = None if text.attention_mask is None else text.attention_mask.to(device)
         output = self.model.get_text_features(input_ids=text.input_ids.to(device), attention_mask=attention_mask)
         return output.pooler_output
