@@ -653,7 +653,11 @@ def examples_from_dataset(
 def _decode_mask(value, base: Path, where: str) -> np.ndarray:
     from PIL import Image
 
-    if isinstance(value, dict) or isinstance(value, str):
+    from .evaluation.data import mask_from_image
+
+    if isinstance(value, Image.Image):
+        return mask_from_image(value)
+    if isinstance(value, (dict, str)):
         source = value.get("bytes") if isinstance(value, dict) else None
         path = value.get("path") if isinstance(value, dict) else value
         try:
@@ -665,9 +669,7 @@ def _decode_mask(value, base: Path, where: str) -> np.ndarray:
             picture.load()
         except (OSError, ValueError, TypeError) as error:
             raise DatasetError(f"{where}: cannot read the mask ({error})") from None
-        if picture.mode in ("1", "L", "I", "I;16", "F"):
-            return np.asarray(picture) != 0
-        return np.asarray(picture.convert("RGB")).any(axis=-1)
+        return mask_from_image(picture)
     if value is None:
         raise DatasetError(f"{where}: no mask in this row")
     return np.asarray(value) != 0

@@ -185,13 +185,21 @@ def _load(manifest: Path, entry: _Entry) -> Example:
             f"{where}: the mask is {mask_image.size[0]}x{mask_image.size[1]} but the image is "
             f"{image.size[0]}x{image.size[1]} (width x height); they must be the same size"
         )
-    if mask_image.mode in ("1", "L", "I", "I;16", "F"):
-        mask = np.asarray(mask_image) != 0
-    else:  # colour, palette or alpha masks: nonzero in any colour channel (alpha ignored)
-        mask = np.asarray(mask_image.convert("RGB")).any(axis=-1)
     return Example(
-        image=image, mask=mask, prompt=entry.prompt, label=entry.label, source=f"{manifest.name}:{entry.line}"
+        image=image,
+        mask=mask_from_image(mask_image),
+        prompt=entry.prompt,
+        label=entry.label,
+        source=f"{manifest.name}:{entry.line}",
     )
+
+
+def mask_from_image(mask_image: Image.Image) -> np.ndarray:
+    """A mask picture as bool [height, width]: nonzero pixels (colour, palette or alpha masks: in any colour
+    channel, alpha ignored)."""
+    if mask_image.mode in ("1", "L", "I", "I;16", "F"):
+        return np.asarray(mask_image) != 0
+    return np.asarray(mask_image.convert("RGB")).any(axis=-1)
 
 
 def _open(file: Path, where: str, name: str) -> Image.Image:
