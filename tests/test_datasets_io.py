@@ -44,6 +44,8 @@ def explain_args(model, dataset, out, *extra):
         str(SHARD_SIZE),
         "--batch-size",
         "2",
+        "--device",
+        "cpu",  # also where a GPU is present: the runs compared must run the same way
         "--out",
         str(out),
         *extra,

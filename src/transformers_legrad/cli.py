@@ -2,6 +2,8 @@
 
     legrad explain IMAGE_OR_DIR... --model ID_OR_DIR --prompt TEXT [--prompt TEXT ...] --out DIR
     legrad explain IMAGE_OR_DIR... --model VIT_ID --top-k 3 --out DIR
+    legrad explain --dataset NAME_OR_PATH [--split S] --model ID_OR_DIR --prompt TEXT --out DIR   (sharded Parquet)
+    accelerate launch --num_processes N -m transformers_legrad.cli explain --dataset ...        (N processes)
     legrad export MODEL --out DIR
     legrad demo --out DIR
 

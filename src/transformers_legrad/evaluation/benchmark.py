@@ -2,6 +2,7 @@
 
     legrad benchmark --json results.json                        # the bundled demo models on generated scenes
     legrad benchmark --model DIR --manifest data.jsonl --json results.json --figure example.png
+    legrad benchmark --model DIR --dataset data.parquet --prompt-column prompt --mask-column mask --json results.json
 
 For every example (an image, a prompt or class, the object's mask; see `data`) and every method, the map is
 computed with the method's `explain` (timed), placed on the original image (`geometry`), and scored against the
