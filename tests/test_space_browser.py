@@ -60,6 +60,10 @@ def _missing() -> list[str]:
         missing.append("Chromium (apt-get install chromium)")
     if driver is None:
         missing.append("chromedriver (apt-get install chromium-driver)")
+    try:
+        demo.model_path("clip")  # the app's default model
+    except FileNotFoundError:
+        missing.append("the bundled demo CLIP (transformers_legrad/demo/models/clip)")
     return missing
 
 
