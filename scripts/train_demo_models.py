@@ -684,9 +684,9 @@ step s uses seed {record["train_seed_base"]} + s, so the model never sees a scen
   with {recipe["warmup_steps"]} warm-up steps and cosine decay, {recipe["steps"]} steps of {recipe["batch_size"]}
   scenes, gradient norm clipped at 1, seed {record["seed"]}, `torch.use_deterministic_algorithms(True)`,
   {record["threads"]} CPU threads.
-- Time: {record["training_seconds"] / 60:.1f} min wall clock ({record["cpu_seconds"] / 60:.1f} CPU-min) on
-  {record["threads"]} CPU threads of a shared machine (torch {record["versions"]["torch"]}, transformers
-  {record["versions"]["transformers"]}).
+- Time: {record["cpu_seconds"] / 60:.1f} CPU-minutes with torch set to {record["threads"]} thread(s)
+  ({record["training_seconds"] / 60:.1f} min wall clock on a 2-core machine shared with other jobs at the time;
+  torch {record["versions"]["torch"]}, transformers {record["versions"]["transformers"]}).
 - Reproduce: `{record["command"]}` from a source checkout (add `--cards model_cards` for this card). The
   evaluation below: `{record.get("evaluation_command", record["command"])}`.
 
