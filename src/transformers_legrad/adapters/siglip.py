@@ -46,42 +46,18 @@ class SiglipAdapter(DualEncoderAdapter):
         vision = self.model.vision_model(**pixels.model_kwargs)
         return F.normalize(vision.pooler_output.float(), dim=-1)
 
-    def _head_key_mask(self, pixels: PixelInputs, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
-        """Additive mask [batch, 1, 1, tokens] hiding padded patches from the head's attention."""
-        if pixels.valid_tokens is None:
-            return None
-        valid = pixels.valid_tokens.to(device)[:, None, None, :]
-        return torch.zeros(valid.shape, dtype=dtype, device=device).masked_fill(~valid, torch.finfo(dtype).min)
-
     def pooling_head_attention(
         self, tokens: torch.Tensor, pixels: PixelInputs, score: str
     ) -> tuple[torch.Tensor, AttentionHandle]:
         head = self.head
         if score == "model":
             tokens = self.model.vision_model.post_layernorm(tokens)
-        attention = head.attention
-        batch, num_tokens, hidden = tokens.shape
-        num_heads = attention.num_heads
-        head_dim = hidden // num_heads
-        w_query, w_key, w_value = attention.in_proj_weight.chunk(3)
-        b_query, b_key, b_value = attention.in_proj_bias.chunk(3)
         with torch.no_grad():
-            probe = head.probe.expand(batch, -1, -1)
-            query = F.linear(probe, w_query, b_query).view(batch, 1, num_heads, head_dim).transpose(1, 2)
-            key = F.linear(tokens, w_key, b_key).view(batch, num_tokens, num_heads, head_dim).transpose(1, 2)
-            values = F.linear(tokens, w_value, b_value)
-            logits = (query @ key.transpose(-1, -2)) * head_dim**-0.5
-            key_mask = self._head_key_mask(pixels, logits.dtype, logits.device)
-            if key_mask is not None:
-                logits = logits + key_mask
-            probabilities = logits.softmax(dim=-1)
-            context = probabilities @ values.view(batch, num_tokens, num_heads, head_dim).transpose(1, 2)
-            context = context.transpose(1, 2).reshape(batch, 1, hidden)
+            probabilities, values = pooling_head_probabilities(head, tokens, pixels.valid_tokens)
+            context = pooling_head_context(probabilities, values)
         context.requires_grad_(True)
-        pooled = attention.out_proj(context)
-        pooled = pooled + head.mlp(head.layernorm(pooled))
-        readout = F.normalize(pooled[:, 0].float(), dim=-1)
-        return readout, AttentionHandle(context=context, values=values, num_heads=num_heads)
+        readout = F.normalize(pooling_head_output(head, context).float(), dim=-1)
+        return readout, AttentionHandle(context=context, values=values, num_heads=head.attention.num_heads)
 
     def probabilities(
         self, image_features: torch.Tensor, directions: torch.Tensor, scores: torch.Tensor
@@ -142,3 +118,45 @@ class Siglip2Adapter(SiglipAdapter):
         # NaFlex keeps each image's aspect ratio within a patch budget; `image_size` sets that budget.
         height, width = image_size
         return {"max_num_patches": max(1, (height // self.patch_size) * (width // self.patch_size))}
+
+
+# --- the attention-pooling head, written out ---------------------------------------------------------------------
+# `nn.MultiheadAttention` returns probabilities that are not in the autograd graph; LeGrad needs the context
+# (probabilities @ values) as a leaf, and the evaluation baselines need the probabilities themselves.
+def pooling_head_probabilities(
+    head: nn.Module, tokens: torch.Tensor, valid_tokens: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's probe attending over `tokens` [batch, tokens, hidden].
+
+    Returns:
+        (probabilities [batch, heads, 1, tokens], values [batch, tokens, hidden]); padded patches (`valid_tokens`
+        False, SigLIP 2) get probability 0.
+    """
+    attention = head.attention
+    batch, num_tokens, hidden = tokens.shape
+    num_heads = attention.num_heads
+    head_dim = hidden // num_heads
+    w_query, w_key, w_value = attention.in_proj_weight.chunk(3)
+    b_query, b_key, b_value = attention.in_proj_bias.chunk(3)
+    query = F.linear(head.probe.expand(batch, -1, -1), w_query, b_query).view(batch, 1, num_heads, head_dim)
+    key = F.linear(tokens, w_key, b_key).view(batch, num_tokens, num_heads, head_dim)
+    values = F.linear(tokens, w_value, b_value)
+    logits = (query.transpose(1, 2) @ key.permute(0, 2, 3, 1)) * head_dim**-0.5
+    if valid_tokens is not None:
+        hidden_keys = ~valid_tokens.to(logits.device)[:, None, None, :]
+        logits = logits.masked_fill(hidden_keys, torch.finfo(logits.dtype).min)
+    return logits.softmax(dim=-1), values
+
+
+def pooling_head_context(probabilities: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """probabilities [batch, heads, 1, tokens] @ values [batch, tokens, hidden] -> context [batch, 1, hidden]."""
+    batch, num_heads, _, num_tokens = probabilities.shape
+    hidden = values.shape[-1]
+    per_head = values.view(batch, num_tokens, num_heads, hidden // num_heads).transpose(1, 2)
+    return (probabilities @ per_head).transpose(1, 2).reshape(batch, 1, hidden)
+
+
+def pooling_head_output(head: nn.Module, context: torch.Tensor) -> torch.Tensor:
+    """The head's output [batch, hidden] from its attention context: out_proj, then the residual MLP."""
+    pooled = head.attention.out_proj(context)
+    return (pooled + head.mlp(head.layernorm(pooled)))[:, 0]

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import maps
-from ..adapters import PixelInputs
+from ..adapters import PixelInputs, siglip
 from ..engine import eval_mode
 from ..explainer import LeGradExplainer, LeGradOutput
 
@@ -146,24 +146,8 @@ def pooling_head_by_hand(
     Returns:
         (pooled [batch, hidden], equal to the model's `pooler_output`; probabilities [batch, heads, 1, tokens]).
     """
-    attention = head.attention
-    batch, num_tokens, hidden = tokens.shape
-    num_heads = attention.num_heads
-    head_dim = hidden // num_heads
-    w_query, w_key, w_value = attention.in_proj_weight.chunk(3)
-    b_query, b_key, b_value = attention.in_proj_bias.chunk(3)
-    query = F.linear(head.probe.expand(batch, -1, -1), w_query, b_query).view(batch, 1, num_heads, head_dim)
-    key = F.linear(tokens, w_key, b_key).view(batch, num_tokens, num_heads, head_dim)
-    value = F.linear(tokens, w_value, b_value).view(batch, num_tokens, num_heads, head_dim)
-    logits = query.transpose(1, 2) @ key.permute(0, 2, 3, 1) * head_dim**-0.5
-    if valid_tokens is not None:
-        hidden_keys = ~valid_tokens.to(logits.device)[:, None, None, :]
-        logits = logits.masked_fill(hidden_keys, torch.finfo(logits.dtype).min)
-    probabilities = logits.softmax(dim=-1)
-    context = (probabilities @ value.transpose(1, 2)).transpose(1, 2).reshape(batch, 1, hidden)
-    pooled = attention.out_proj(context)
-    pooled = pooled + head.mlp(head.layernorm(pooled))
-    return pooled[:, 0], probabilities
+    probabilities, values = siglip.pooling_head_probabilities(head, tokens, valid_tokens)
+    return siglip.pooling_head_output(head, siglip.pooling_head_context(probabilities, values)), probabilities
 
 
 def eager_copy(model: nn.Module) -> nn.Module:
