@@ -689,7 +689,7 @@ step s uses seed {record["train_seed_base"]} + s, so the model never sees a scen
 - Objective: {info["loss"]}. Captions use the templates {", ".join(f'"{t.format("red circle")}"' for t in TEMPLATES)}.
 - Token labelling (auxiliary, training only): a linear head on the last block's patch tokens predicts which object
   (or background) covers each patch, with soft targets from the scene's masks (as in LV-ViT's token labelling).
-  It makes the tiny model learn shapes several times faster. The head is dropped: the saved model is a plain
+  It pushes the patch tokens to encode which shape covers them. The head is dropped: the saved model is a plain
   `{info["class"]}`. It also makes the patch tokens carry their object's identity, which helps any explanation
   method localize; keep that in mind when reading the pointing-game figures below.
 - AdamW (betas 0.9, 0.98, weight decay {recipe["weight_decay"]} on matrices), learning rate {recipe["learning_rate"]}
