@@ -262,3 +262,47 @@ def test_examples_from_a_data_set_match_the_scenes(tmp_path):
 def test_missing_run_shards_are_reported(tmp_path):
     with pytest.raises(datasets_io.DatasetError, match="no result shards"):
         datasets_io.read_results(tmp_path)
+
+
+def test_unlabelled_class_label_rows_are_refused_not_wrapped():
+    """`datasets` marks an unlabelled row of a ClassLabel column with -1; it must not become the last class."""
+    features = datasets.Features({"label": datasets.ClassLabel(names=["cat", "dog"])})
+    dataset = datasets.Dataset.from_dict({"label": [0, -1]}, features=features)
+    query = datasets_io.DatasetQuery(column="label", template="a photo of a {}")
+    assert datasets_io._row_queries(dataset, query, True, range(0, 1)) == [("a photo of a cat",)]
+    with pytest.raises(datasets_io.DatasetError, match=r"row 1: .*no label \(-1\)"):
+        datasets_io._row_queries(dataset, query, True, range(0, 2))
+
+
+def test_image_ids_are_relative_to_the_data_set_folder_wherever_the_command_runs(clip, tmp_path, monkeypatch):
+    folder = tmp_path / "csvset"
+    scenes = synthetic.generate(2, seed=4)
+    for name, scene in zip(("cats", "dogs"), scenes, strict=True):
+        (folder / name).mkdir(parents=True)
+        scene.image.save(folder / name / "001.png")
+    (folder / "data.csv").write_text("image,prompt\ncats/001.png,a red circle\ndogs/001.png,a blue square\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    out = tmp_path / "out"
+    argv = ["explain", "--dataset", folder / "data.csv", "--model", clip.path, "--image-column", "image"]
+    assert main([str(a) for a in [*argv, "--prompt-column", "prompt", "--out", out]]) == 0
+    assert table(out)["image_id"] == ["cats/001.png", "dogs/001.png"]
+
+
+def test_a_fixed_class_for_a_classifier_benchmark(tmp_path):
+    data = datasets_io.save_scenes(synthetic.generate(2, seed=8), tmp_path / "data", layout="parquet")
+    dataset = datasets_io.read_dataset(data)
+    examples = list(datasets_io.examples_from_dataset(dataset, prompt="red circle", query="label"))
+    assert examples and all(example.label == "red circle" and example.prompt is None for example in examples)
+
+
+def test_a_bad_prompt_template_is_named_and_does_not_claim_the_folder(clip, scene_folder, tmp_path, capsys):
+    with pytest.raises(datasets_io.DatasetError, match="--prompt-template"):
+        datasets_io.DatasetQuery(column="prompts", template="a photo of {label}")
+    out = tmp_path / "out"
+    argv = ["explain", "--dataset", str(scene_folder), "--model", str(clip.path), "--prompt-column", "prompts"]
+    assert main([*argv, "--prompt-template", "a photo of {label}", "--out", str(out)]) == 2
+    assert "--prompt-template" in capsys.readouterr().err
+    assert run_single_threaded([*argv, "--prompt-template", "a photo of {}", "--out", str(out)]) == 0
+    assert len(table(out)["row"]) > 0

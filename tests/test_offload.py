@@ -11,7 +11,9 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForImageClassification
 
-from transformers_legrad import LeGradExplainer
+from transformers_legrad import LeGradExplainer, engine
+from transformers_legrad import explainer as explainer_module
+from transformers_legrad.engine import run_trunk
 
 from tiny_models import LABELS, NUM_LAYERS, random_image
 
@@ -93,3 +95,23 @@ def _text_inputs(tiny) -> dict:
         return {}
     encoded = tiny.processor.tokenizer(LABELS[:3], return_tensors="pt", padding=True)
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
+@pytest.mark.filterwarnings("ignore:The following device_map keys do not match")
+def test_blocks_offloaded_to_disk_are_recomputed_not_recorded(vit, tmp_path, monkeypatch):
+    """A recorded tail would keep a disk-offloaded block's loaded weights alive until its backward; such blocks keep
+    only their inputs (the odd blocks of `split_map` are on disk, the even ones on the CPU)."""
+    model = load(vit, tmp_path, "device_map")
+    recorded = {}
+
+    def spy(*args, **kwargs):
+        capture = run_trunk(*args, **kwargs)
+        recorded.update({i: isinstance(state, engine.RecordedTail) for i, state in capture.block_states.items()})
+        return capture
+
+    monkeypatch.setattr(explainer_module, "run_trunk", spy)
+    pixel_values = vit.processor(images=[random_image(0)], return_tensors="pt")["pixel_values"]
+    split = LeGradExplainer(model, vit.processor).explain(pixel_values=pixel_values, targets=[1], layers="all")
+    assert recorded == {i: i % 2 == 0 for i in range(NUM_LAYERS)}
+    whole = LeGradExplainer(vit.model, vit.processor).explain(pixel_values=pixel_values, targets=[1], layers="all")
+    torch.testing.assert_close(split.grid_maps, whole.grid_maps, atol=1e-6, rtol=1e-5)

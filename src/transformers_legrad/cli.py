@@ -133,12 +133,6 @@ def iter_image_paths(inputs: Sequence[str]) -> Iterator[Path]:
             yield path
 
 
-def slug(text: str, limit: int = 40) -> str:
-    """A file-name-safe version of a label."""
-    cleaned = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
-    return cleaned[:limit] or "label"
-
-
 def load_pipeline(model: str, device: str | None, dtype: str | None):
     """The `legrad-explanation` pipeline for `model`, or UserError when it cannot be loaded."""
     import torch
@@ -343,7 +337,9 @@ def process_state(device: str | None):
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
-    stem, index = slug(path.stem, 60), 1
+    from . import visualize
+
+    stem, index = visualize.slug(path.stem, 60), 1
     candidate = stem
     while candidate in used:
         index += 1
@@ -355,7 +351,7 @@ def _unique_stem(path: Path, used: set[str]) -> str:
 def _write_image_results(out: Path, stem: str, path: Path, image, entries, visualize, call) -> list[dict]:
     records = []
     for rank, entry in enumerate(entries):
-        name = f"{stem}_{rank:02d}_{slug(entry['label'])}"
+        name = f"{stem}_{rank:02d}_{visualize.slug(entry['label'])}"
         entry["overlay"].save(out / f"{name}_overlay.png")
         entry["heatmap"].save(out / f"{name}_heatmap.png")
         records.append(

@@ -216,10 +216,12 @@ def _image_name(value, base: Path) -> str | None:
     path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
     if not path:
         return None
+    file = Path(path).expanduser()
+    file = file if file.is_absolute() else base / file  # relative cells are relative to the data set, not to "."
     try:
-        return Path(path).resolve().relative_to(base.resolve()).as_posix()
+        return file.resolve().relative_to(base.resolve()).as_posix()
     except (ValueError, OSError):
-        return Path(path).name
+        return file.name
 
 
 @dataclass
@@ -239,6 +241,15 @@ class DatasetQuery:
     template: str = "{}"
     top_k: int | None = None
     targets: list[str | int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        try:
+            self.template.format("label")
+        except (KeyError, IndexError, ValueError) as error:
+            raise DatasetError(
+                f"--prompt-template {self.template!r} cannot take a label ({type(error).__name__}: {error}); use one "
+                'empty placeholder, e.g. "a photo of a {}"'
+            ) from None
 
     def describe(self) -> dict:
         return {
@@ -269,6 +280,12 @@ def _row_queries(dataset, query: DatasetQuery, is_dual_encoder: bool, rows: rang
         if not items or any(item is None or item == "" for item in items):
             raise DatasetError(f"row {row}: the column {query.column!r} is empty; every row needs what to explain")
         if names is not None:
+            missing = [item for item in items if not 0 <= int(item) < len(names)]
+            if missing:  # -1 is `datasets`' "no label" (unlabelled splits); never wrap it to the last class
+                raise DatasetError(
+                    f"row {row}: the ClassLabel column {query.column!r} has no label ({missing[0]}) here; explain "
+                    "a labelled split, or give the prompts with --prompt"
+                )
             items = [names[int(item)] for item in items]
         if is_dual_encoder:
             if not all(isinstance(item, str) for item in items):
@@ -330,14 +347,15 @@ def _claim_run(out: Path, settings: dict) -> str:
             existing = json.loads(run_file.read_text())
         except ValueError:
             existing = {}
-        if existing.get("fingerprint") != fingerprint:
+        if existing.get("fingerprint") != fingerprint and any(out.glob(_SHARD_PATTERN)):
             old = existing.get("settings", {})
             differing = sorted(key for key in set(old) | set(settings) if old.get(key) != settings.get(key))
             raise DatasetError(
                 f"{out} holds results of another run (different {', '.join(differing) or 'run.json'}); give a new "
                 f"--out, or delete {out} to start over"
             )
-        return fingerprint
+        if existing.get("fingerprint") == fingerprint:
+            return fingerprint
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     _write_atomically(run_file, lambda temporary: temporary.write_text(text))
     return fingerprint
@@ -544,7 +562,7 @@ class _ShardWriter:
         full = geometry.heatmap_on_original(heatmap, region, picture.width, picture.height)
         folder = self.out / "png" / f"{row // 1000:05d}"
         folder.mkdir(parents=True, exist_ok=True)
-        stem = f"{row:08d}_{k:02d}_{_slug(label)}"
+        stem = f"{row:08d}_{k:02d}_{visualize.slug(label)}"
         visualize.heatmap_image(full).save(folder / f"{stem}_heatmap.png")
         visualize.overlay(picture, full, alpha=self.alpha, colormap=self.colormap).save(folder / f"{stem}_overlay.png")
         relative = folder.relative_to(self.out).as_posix()
@@ -562,10 +580,6 @@ class _ShardWriter:
         table = pa.Table.from_pydict(columns, schema=schema)
         path = self.out / shard_file_name(index, self.num_shards)
         _write_atomically(path, lambda temporary: pq.write_table(table, temporary))
-
-
-def _slug(text: str, limit: int = 40) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:limit] or "label"
 
 
 def read_results(out: str | os.PathLike):
@@ -621,7 +635,13 @@ def examples_from_dataset(
             f"no mask column {mask_column!r} in the data set (columns: {', '.join(dataset.column_names)}); "
             "the benchmark needs an object mask per row: name it with --mask-column"
         )
-    fixed = DatasetQuery(column=query_column, template=template, prompts=[prompt] if prompt is not None else [])
+    given = [prompt] if prompt is not None else []
+    fixed = DatasetQuery(
+        column=query_column,
+        template=template,
+        prompts=given if query == "prompt" else [],
+        targets=given if query == "label" else [],
+    )
     for name in (image_column, mask_column):
         if isinstance(dataset.features.get(name), datasets.Image):
             dataset = dataset.cast_column(name, datasets.Image(decode=False))

@@ -159,7 +159,10 @@ class _TailRecorder:
             estimate = TAIL_BYTES_PER_INPUT_BYTE * inputs.numel() * inputs.element_size()
             if self.budget is None:
                 self.budget = int(RECORDED_TAIL_MEMORY_FRACTION * _free_memory_bytes(inputs.device))
-            if estimate <= self.budget:
+            # Weights offloaded by accelerate (on "meta" until the block runs) would stay on the device as long as a
+            # recorded graph holds them: such blocks keep only their inputs and are recomputed one at a time.
+            offloaded = any(parameter.device.type == "meta" for parameter in module.parameters())
+            if estimate <= self.budget and not offloaded:
                 self.budget -= estimate
                 self.recording, self.taken = index, {}
             else:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ._colormaps import COLORMAPS, colormap_table
 from .images import BACKGROUND, to_rgb
 
-__all__ = ["COLORMAPS", "colorize", "grid_figure", "heatmap_image", "overlay", "save_grid"]
+__all__ = ["COLORMAPS", "colorize", "grid_figure", "heatmap_image", "overlay", "save_grid", "slug"]
 
 MapLike = np.ndarray | torch.Tensor
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
@@ -412,3 +413,8 @@ def _draw_colorbar(canvas: Image.Image, colormap: str, font: Font, top: int, pad
         x = left + round(fraction * (width - 1))
         draw.line((x, top + bar_height, x, top + bar_height + padding // 2), fill=_SCORE_COLOR)
         _draw_centered(draw, text, font, x, 0, top + bar_height + padding // 2, _SCORE_COLOR)
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe version of a label: "a Red circle!" -> "a-red-circle"."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:limit] or "label"
