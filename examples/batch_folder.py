@@ -5,13 +5,16 @@
         --out out/batch
 
 Writes `scores.csv` (image, label, score, and where the map peaks: peak_x, peak_y in the image's pixels), one
-overlay `{image}_{prompt}.png` per image and prompt. Without `--images`, the bundled example scenes are first
+overlay `{image}_{prompt}.png` per image and prompt (images named by their path below the folders' common root,
+cats/001.png -> cats-001). Without `--images`, the bundled example scenes are first
 written to `{out}/images/` and that folder is explained.
 """
 
 from __future__ import annotations
 
 import csv
+import os
+from pathlib import Path
 
 import numpy as np
 from transformers import pipeline
@@ -42,15 +45,18 @@ def main(argv: list[str] | None = None) -> None:
 
     explain = pipeline("legrad-explanation", model=args.model)
     results = explain([str(path) for path in paths], candidate_labels=prompts, batch_size=args.batch_size)
+    # Images are named by their path below the folders' common root: cats/001.png and dogs/001.png stay apart.
+    root = Path(os.path.commonpath([path.resolve().parent for path in paths]))
     with open(out / "scores.csv", "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(CSV_COLUMNS)
         for path, entries in zip(paths, results, strict=True):
+            name = path.resolve().relative_to(root)
             for entry in entries:
                 heatmap = np.asarray(entry["heatmap"])
                 peak_y, peak_x = np.unravel_index(int(heatmap.argmax()), heatmap.shape)
-                writer.writerow([path.name, entry["label"], f"{entry['score']:.6f}", int(peak_x), int(peak_y)])
-                entry["overlay"].save(out / f"{path.stem}_{slug(entry['label'])}.png")
+                writer.writerow([name.as_posix(), entry["label"], f"{entry['score']:.6f}", int(peak_x), int(peak_y)])
+                entry["overlay"].save(out / f"{slug(name.with_suffix('').as_posix())}_{slug(entry['label'])}.png")
     print(f"{len(paths)} images x {len(prompts)} prompts -> {out / 'scores.csv'}")
 
 

@@ -201,3 +201,20 @@ def test_an_example_runs_as_a_script(tmp_path):
         env={**env, "COLUMNS": "200"},
     )
     assert "google/vit-base-patch16-224" in usage.stdout
+
+
+def test_batch_folder_keeps_same_named_images_of_subfolders_apart(tmp_path):
+    scenes = demo.example_scenes(2)
+    for folder, example in zip(("cats", "dogs"), scenes, strict=True):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        example.image.save(tmp_path / "in" / folder / "001.png")
+    run_example(
+        "batch_folder", "--model", demo_model("clip"), "--images", tmp_path / "in", "--prompt", "a red circle",
+        "--out", tmp_path / "out",
+    )  # fmt: skip
+    with open(tmp_path / "out" / "scores.csv", newline="") as file:
+        assert [row["image"] for row in csv.DictReader(file)] == ["cats/001.png", "dogs/001.png"]
+    assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == [
+        "cats-001_a-red-circle.png",
+        "dogs-001_a-red-circle.png",
+    ]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import re
+import time
 import zipfile
 from pathlib import Path
 
@@ -74,7 +76,7 @@ def test_the_layer_controls_choose_the_explained_blocks(app, scene):
     image, prompts = scene
     _, last_two, status = app.explain(image, prompts[0], app.DEFAULT_MODEL, 3, app.LAST_N, 2)
     _, first_only, first_status = app.explain(image, prompts[0], app.DEFAULT_MODEL, 3, app.ONE_BLOCK, 1)
-    assert "blocks 2-3 of 4" in status and "block 0 of 4" in first_status
+    assert "blocks 3-4 of 4" in status and "block 1 of 4" in first_status  # counted from 1, as the slider
     maps = [np.load(io.BytesIO(zipfile.ZipFile(path).read("maps.npz")))["maps"] for path in (last_two, first_only)]
     assert np.abs(maps[0] - maps[1]).max() > 0.05  # another block gives another map
 
@@ -130,3 +132,16 @@ def test_space_metadata():
     lower, upper = re.fullmatch(r">=([\d.]+),<(\d+)", gradio_range).groups()
     version = tuple(int(part) for part in front_matter["sdk_version"].split("."))
     assert tuple(int(part) for part in lower.split(".")) <= version < (int(upper),)
+
+
+def test_pruning_old_outputs_keeps_the_example_scenes(app):
+    examples = app.example_images()
+    old = app._OUTPUT_DIR / "stale-request"
+    old.mkdir(parents=True, exist_ok=True)
+    (old / "maps.zip").write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    for folder in (old, app._EXAMPLES_DIR):
+        os.utime(folder, (two_hours_ago, two_hours_ago))
+    app._prune_outputs()
+    assert not old.exists()
+    assert all(Path(image).is_file() for image, _ in examples)

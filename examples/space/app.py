@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -59,6 +60,7 @@ EXAMPLE_SIZE = 256
 OUTPUT_MAX_AGE_S = 3600
 
 _OUTPUT_DIR = Path(tempfile.gettempdir()) / "legrad-space"
+_EXAMPLES_DIR = _OUTPUT_DIR / "examples"
 _pipelines: dict[str, object] = {}
 _loading_locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -129,7 +131,8 @@ def explain(image, prompts_text, model_choice, top_k, layer_mode, layer_count):
         raise gr.Error(str(error)) from error
     gallery = [(result["overlay"], f"{result['label']} · {result['score']:.3f}") for result in results]
     archive = write_archive(results, layers, model_choice)
-    blocks = f"blocks {layers[0]}-{layers[-1]}" if len(layers) > 1 else f"block {layers[0]}"
+    first, last = layers[0] + 1, layers[-1] + 1  # counted from 1, as the "block N alone" slider counts
+    blocks = f"blocks {first}-{last}" if len(layers) > 1 else f"block {first}"
     status = (
         f"{_MODEL_NAMES.get(model_choice, model_choice)}: {len(results)} map(s), {blocks} of {num_blocks} explained, "
         f"{time.perf_counter() - started:.1f} s."
@@ -166,15 +169,20 @@ def write_archive(results: list[dict], layers: list[int], model_choice: str) -> 
 
 
 def _prune_outputs() -> None:
-    """Remove the zips of earlier requests older than an hour (Gradio keeps its own copy of what it served)."""
+    """Remove the zips of earlier requests older than an hour (Gradio keeps its own copy of what it served).
+
+    The example scenes' folder stays; two requests pruning at once may both reach a folder, hence ignore_errors.
+    """
     if not _OUTPUT_DIR.is_dir():
         return
     cutoff = time.time() - OUTPUT_MAX_AGE_S
     for folder in _OUTPUT_DIR.iterdir():
-        if folder.is_dir() and folder.stat().st_mtime < cutoff:
-            for file in folder.iterdir():
-                file.unlink(missing_ok=True)
-            folder.rmdir()
+        try:
+            old = folder.is_dir() and folder != _EXAMPLES_DIR and folder.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            continue
+        if old:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _slug(text: str) -> str:
@@ -195,7 +203,7 @@ def model_changed(choice: str, layer_count: float):
 
 def example_images() -> list[list[str]]:
     """The bundled example scenes as PNG files (enlarged 4x), each with its objects and an absent one as prompts."""
-    folder = _OUTPUT_DIR / "examples"
+    folder = _EXAMPLES_DIR
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for index, example in enumerate(demo.example_scenes(NUM_EXAMPLES)):
