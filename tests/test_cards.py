@@ -95,9 +95,9 @@ def test_checked_in_cards_equal_what_write_cards_renders_now(tmp_path):
     written = write_cards(tmp_path)
     expected = {path.name: path.read_text(encoding="utf-8") for path in written}
     assert set(expected) == {*(card_filename(model_id) for model_id in CARD_MODELS), "template.md"}
-    checked_in = {  # demo-*.md: the bundled demo models' cards, written by scripts/train_demo_models.py
-        path.name: path.read_text(encoding="utf-8") for path in CARDS_DIR.glob("*.md") if not path.name.startswith("demo-")
-    }
+    # demo-*.md are the bundled demo models' cards, written by scripts/train_demo_models.py (tests/test_demo_models.py)
+    cards = [path for path in CARDS_DIR.glob("*.md") if not path.name.startswith("demo-")]
+    checked_in = {path.name: path.read_text(encoding="utf-8") for path in cards}
     assert set(checked_in) == set(expected), f"model_cards/ holds other files than write_cards writes; {REGENERATE}"
     stale = sorted(name for name in expected if checked_in[name] != expected[name])
     assert not stale, f"stale model cards {stale}; {REGENERATE}"

@@ -126,6 +126,7 @@ def test_siglip2_needs_its_naflex_inputs(siglip2):
         (["zebra"], ValueError, "unknown target label 'zebra'"),
         ([5], ValueError, "out of range: the model has 5 classes"),
         ([-1], ValueError, "out of range"),
+        (["7"], ValueError, "out of range: the model has 5 classes"),
         ([], ValueError, "empty"),
         ([1.5], TypeError, "class ids or label names"),
         (torch.tensor([0.5]), ValueError, "integer class ids"),

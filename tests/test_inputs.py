@@ -90,6 +90,8 @@ def test_classifier_targets_by_label_name_equal_ids(vit):
     by_name = explainer.explain(images=images(), targets=["dog", "frog"])
     by_id = explainer.explain(images=images(), targets=[1, 4])
     torch.testing.assert_close(by_name.grid_maps, by_id.grid_maps)
+    by_id_text = explainer.explain(images=images(), targets=["1", "4"])  # ids typed on a command line or in a column
+    torch.testing.assert_close(by_id_text.grid_maps, by_id.grid_maps)
     assert by_name.labels == ["dog", "frog"]
     per_image = explainer.explain(images=images(), targets=torch.tensor([[1, 4], [4, 1]]))
     torch.testing.assert_close(per_image.grid_maps[0], by_id.grid_maps[0])

@@ -207,7 +207,7 @@ def explain_command(args: argparse.Namespace) -> int:
         if args.top_k is not None and args.target:
             raise UserError("give either --top-k or --target, not both")
         if args.target:
-            call["targets"] = [int(t) if t.lstrip("-").isdigit() else t for t in args.target]
+            call["targets"] = list(args.target)  # names or ids ("3"): the explainer resolves both
         else:
             call["top_k"] = args.top_k or 1
 

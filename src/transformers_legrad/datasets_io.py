@@ -507,7 +507,7 @@ def _explain_arguments(queries: tuple, is_dual: bool, query: DatasetQuery) -> di
     if is_dual:
         return {"text": list(queries)}
     if queries:
-        return {"targets": [int(t) if isinstance(t, str) and t.lstrip("-").isdigit() else t for t in queries]}
+        return {"targets": list(queries)}  # names, ids, or ids as text: the explainer resolves them
     return {"top_k": query.top_k or 1}
 
 
@@ -659,8 +659,6 @@ def examples_from_dataset(
                 f"{image.height} (width x height); they must be the same size"
             )
         label = value[0]
-        if query == "label" and isinstance(label, str) and label.lstrip("-").isdigit():
-            label = int(label)
         yield Example(
             image=image,
             mask=mask,

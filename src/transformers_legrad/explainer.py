@@ -393,13 +393,16 @@ class LeGradExplainer:
             resolved = []
             for item in items:
                 if isinstance(item, str):
-                    if item not in label2id:
+                    if item in label2id:
+                        resolved.append(label2id[item])
+                    elif item.strip().lstrip("-").isdigit():  # "3" from a command line or a text column: id 3
+                        resolved.append(int(item))
+                    else:
                         known = ", ".join(sorted(label2id)[:10])
                         raise ValueError(
                             f"unknown target label {item!r}; `model.config.label2id` knows: {known}"
-                            f"{', ...' if len(label2id) > 10 else ''}."
+                            f"{', ...' if len(label2id) > 10 else ''} (or give a class id)."
                         )
-                    resolved.append(label2id[item])
                 elif isinstance(item, int) and not isinstance(item, bool):
                     resolved.append(item)
                 else:
