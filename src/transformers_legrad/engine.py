@@ -129,11 +129,23 @@ def _free_memory_bytes(device: torch.device) -> int:
 
 
 class _TailRecorder:
-    """Hooks that record explained blocks' tails during the trunk forward, within a memory budget."""
+    """Hooks that record explained blocks' tails when they run, within a memory budget.
 
-    def __init__(self, adapter: FamilyAdapter, layers: Sequence[int], score: str, states: dict[int, object]):
+    During the trunk forward the budget is a share of the free memory; a block past it (or offloaded) keeps only its
+    call, and `_recompute_block` later reruns it alone with `always=True`.
+    """
+
+    def __init__(
+        self,
+        adapter: FamilyAdapter,
+        layers: Sequence[int],
+        score: str,
+        states: dict[int, object],
+        always: bool = False,
+    ):
         self.adapter, self.states = adapter, states
         self.token_mean = adapter.readout_is_token_mean(score)
+        self.always = always
         self.budget: int | None = None
         self.recording: int | None = None  # the block whose tail is being recorded
         self.taken: dict[str, torch.Tensor] = {}
@@ -157,6 +169,9 @@ class _TailRecorder:
         def hook(module, args, kwargs):
             inputs = next(value for value in (*args, *kwargs.values()) if isinstance(value, torch.Tensor))
             estimate = TAIL_BYTES_PER_INPUT_BYTE * inputs.numel() * inputs.element_size()
+            if self.always:
+                self.recording, self.taken = index, {}
+                return
             if self.budget is None:
                 self.budget = int(RECORDED_TAIL_MEMORY_FRACTION * _free_memory_bytes(inputs.device))
             # Weights offloaded by accelerate (on "meta" until the block runs) would stay on the device as long as a
@@ -243,40 +258,17 @@ def run_trunk(
     return TrunkCapture(image_features=image_features, block_states=states)
 
 
-def _token_mean_input(module, args):
-    return (args[0].mean(dim=1, keepdim=True), *args[1:])
-
-
 def _recompute_block(
     adapter: FamilyAdapter, index: int, call: tuple[tuple, dict], pixels: PixelInputs, score: str
 ) -> tuple[torch.Tensor, AttentionHandle]:
-    """Rerun block `index` with its attention context as a differentiable leaf; return (readout, handle)."""
-    block = adapter.blocks[index]
-    value_projection, output_projection, num_heads = adapter.attention_projections(block)
-    taken: dict[str, torch.Tensor] = {}
-
-    def keep_values(module, args, output):
-        taken["values"] = output.detach()
-
-    def context_as_leaf(module, args):
-        context = args[0].detach().requires_grad_(True)
-        taken["context"] = context
-        return (context, *args[1:])
-
-    handles = [
-        value_projection.register_forward_hook(keep_values),
-        output_projection.register_forward_pre_hook(context_as_leaf),
-    ]
-    if adapter.readout_is_token_mean(score):
-        # The readout sees the block output only through its token mean, and the MLP's output projection is
-        # affine per token, so feeding it the token mean of its input leaves the readout (and its gradient)
-        # exactly as they are while the backward through that projection shrinks from N tokens to one.
-        handles.append(adapter.mlp_output_projection(block).register_forward_pre_hook(_token_mean_input))
+    """Rerun block `index` alone, recording its tail as the trunk forward does; return (readout, handle)."""
+    states: dict[int, object] = {}
+    recorder = _TailRecorder(adapter, [index], score, states, always=True)
     args, kwargs = call
-    with _hooks(handles):
-        tokens = _block_output(block(*args, **kwargs))
-    readout = adapter.layer_features(tokens, pixels, score)
-    return readout, AttentionHandle(taken["context"], taken["values"], num_heads)
+    with _hooks(recorder.handles), torch.no_grad():
+        adapter.blocks[index](*args, **kwargs)
+    tail = states[index]
+    return adapter.layer_features(tail.tokens, pixels, score), tail.handle
 
 
 def reduce_attention_gradient(context_grads: torch.Tensor, values: torch.Tensor, num_heads: int) -> torch.Tensor:
