@@ -418,10 +418,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return benchmark_main(argv[1:])
     args = _parser().parse_args(argv)
     commands = {"explain": explain_command, "export": export_command, "demo": demo_command}
+    return run_command(lambda: commands[args.command](args), args.debug)
+
+
+def run_command(command, debug: bool, user_errors: tuple[type[Exception], ...] = (UserError,)) -> int:
+    """Run a subcommand: a user error is one line on stderr and exit status 2 (`debug`: the traceback instead)."""
     try:
-        return commands[args.command](args)
-    except UserError as error:
-        if args.debug:
+        return command()
+    except user_errors as error:
+        if debug:
             raise
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

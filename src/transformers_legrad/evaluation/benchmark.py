@@ -630,20 +630,11 @@ def _versions() -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`legrad benchmark ...`: exit 0 on success, 2 with a one-line message for a user error (`--debug`: traceback)."""
-    from ..cli import EXIT_USAGE, UserError
+    from ..cli import UserError, run_command
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    try:
-        return _run(args, argv)
-    except (UserError, ManifestError, FileNotFoundError) as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(lambda: _run(args, argv), args.debug, (UserError, ManifestError, FileNotFoundError))
 
 
 if __name__ == "__main__":
