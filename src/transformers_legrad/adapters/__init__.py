@@ -1,14 +1,24 @@
-"""One adapter per model family; `adapter_for(model)` picks the one that explains `model`."""
+"""One adapter per model family; `adapter_for(model)` picks the one that explains `model` (see `registry`)."""
 
 from __future__ import annotations
 
-from torch import nn
-
-from .base import AttentionHandle, FamilyAdapter, PixelInputs, TextInputs
+from . import registry
+from .base import (
+    IMAGE_CLASSIFICATION,
+    ZERO_SHOT,
+    AttentionHandle,
+    DualEncoderAdapter,
+    FamilyAdapter,
+    FamilySpec,
+    PixelInputs,
+    TextInputs,
+)
 from .classifiers import DeiTAdapter, DeiTWithTeacherAdapter, Dinov2ClassifierAdapter, ViTClassifierAdapter
 from .clip import CLIPAdapter
+from .registry import adapter_for
 from .siglip import Siglip2Adapter, SiglipAdapter
 
+#: The adapters this package ships, registered at import in this order.
 ADAPTERS: tuple[type[FamilyAdapter], ...] = (
     CLIPAdapter,
     SiglipAdapter,
@@ -18,33 +28,23 @@ ADAPTERS: tuple[type[FamilyAdapter], ...] = (
     DeiTWithTeacherAdapter,
     Dinov2ClassifierAdapter,
 )
+for _adapter in ADAPTERS:
+    registry.register(_adapter)
 
-SUPPORTED_MODEL_CLASSES: tuple[str, ...] = tuple(name for adapter in ADAPTERS for name in adapter.model_classes)
-
-
-def adapter_for(model: nn.Module) -> FamilyAdapter:
-    """The adapter for `model`'s class (or the nearest supported base class in its MRO).
-
-    Raises:
-        TypeError: the model's class is not supported; the message lists the supported classes.
-    """
-    by_name = {name: adapter for adapter in ADAPTERS for name in adapter.model_classes}
-    for cls in type(model).__mro__:
-        if cls.__name__ in by_name and cls.__module__.startswith("transformers."):
-            return by_name[cls.__name__](model)
-    raise TypeError(
-        f"LeGradExplainer does not support {type(model).__name__}. Supported model classes: "
-        f"{', '.join(SUPPORTED_MODEL_CLASSES)}. Load the checkpoint with one of them (e.g. "
-        "`CLIPModel.from_pretrained(...)` rather than a vision-only or text-only class)."
-    )
-
+#: The classes the package's own adapters explain; `registry.supported_model_classes()` adds registered ones.
+SUPPORTED_MODEL_CLASSES: tuple[str, ...] = registry.supported_model_classes()
 
 __all__ = [
     "ADAPTERS",
+    "IMAGE_CLASSIFICATION",
     "SUPPORTED_MODEL_CLASSES",
+    "ZERO_SHOT",
     "AttentionHandle",
+    "DualEncoderAdapter",
     "FamilyAdapter",
+    "FamilySpec",
     "PixelInputs",
     "TextInputs",
     "adapter_for",
+    "registry",
 ]

@@ -1,7 +1,9 @@
 """The seam between the LeGrad engine and a model family.
 
-An adapter knows where a family keeps its vision blocks, norms and heads; the engine knows LeGrad. Everything the
-engine asks of a family is on `FamilyAdapter`:
+An adapter is the one place that knows a family. What is declarative (its classes, tasks, display name, where its
+blocks, attention projections, MLP output and prefix tokens live, and the prose of its card) is a `FamilySpec`,
+the adapter's `spec`; what is computed (its readout) is methods. Everything the engine asks of a family is on
+`FamilyAdapter`:
 
 - `blocks` and `attention_projections(block)`: the vision blocks, and for each the modules whose output is the
   attention's values V and whose input is the attention context A @ V (heads concatenated).
@@ -14,6 +16,9 @@ engine asks of a family is on `FamilyAdapter`:
 A readout is a vector per image: the L2-normalized image embedding of a dual encoder, or the logits of a
 classifier. Each prompt or class is a direction in that space (a text embedding, a one-hot row), so every family's
 score is `<readout, direction>`.
+
+Cards, export, the pipeline, the demo, the baselines and the CLI read family knowledge from the specs through
+`adapters.registry`; none keeps a list of its own.
 """
 
 from __future__ import annotations
@@ -36,6 +41,119 @@ def execution_device(module: nn.Module, model: nn.Module) -> torch.device:
         if device is not None:
             return torch.device(device)
     return torch.device("cpu")
+
+ZERO_SHOT = "zero-shot-image-classification"
+IMAGE_CLASSIFICATION = "image-classification"
+#: The transformers Auto class and processor class that load a checkpoint of each base task.
+TASK_LOADERS: dict[str, tuple[str, str]] = {
+    ZERO_SHOT: ("AutoModelForZeroShotImageClassification", "AutoProcessor"),
+    IMAGE_CLASSIFICATION: ("AutoModelForImageClassification", "AutoImageProcessor"),
+}
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """What the package knows about a model family, declared once (`FamilyAdapter.spec`).
+
+    Attribute paths are dotted, like `model.get_submodule` takes them: `blocks` from the model, the others from one
+    block.
+
+    Attributes:
+        name: the family's key and Hub tag ("clip", "vit"); several adapters may share one (DeiT with or without
+            its teacher head).
+        display_name: how prose names the family ("CLIP", "SigLIP 2").
+        model_classes: the classes the adapter explains: names of transformers classes (matched in the class's
+            MRO, for classes defined in `transformers`), or the classes themselves (any module, e.g. your own).
+        base_task: the base model's pipeline task, `ZERO_SHOT` (prompts) or `IMAGE_CLASSIFICATION` (classes).
+        model_types: the `config.model_type`s of the family's checkpoints.
+        pipeline_classes: the classes the task's Auto class loads, which the pipeline, cards and export serve;
+            default: every name in `model_classes`.
+        default_class: the class a checkpoint whose config names no architecture loads as (dual encoders have
+            one; a classifier's head must be named); None: none.
+        vision_config: path from the model to the vision tower's config ("config" or "vision_model.config").
+        blocks: path from the model to the `nn.ModuleList` of vision blocks.
+        attention: path from a block to its self-attention module (which returns (output, probabilities) under
+            eager attention).
+        value: path from a block to the module whose output is the attention values V.
+        output: path from a block to the module whose input is the attention context A @ V (heads concatenated).
+        mlp_output: path from a block to its MLP's last per-token affine map.
+        prefix_tokens: tokens before the patch tokens (CLS, distillation token).
+        register_tokens: the vision config's attribute counting register tokens, which follow the prefix tokens
+            and are never part of a map; None: the family has none.
+        native_resolution: whether the config's `image_size` is the checkpoint's native input size (False for
+            NaFlex models, which take any aspect ratio).
+        score_definition: the card's sentence defining a prompt's or class's score at block l.
+        reading_notes: the card's family-specific bullets under "How to read the maps".
+    """
+
+    name: str
+    display_name: str
+    model_classes: tuple[str | type, ...]
+    base_task: str
+    model_types: tuple[str, ...] = ()
+    pipeline_classes: tuple[str, ...] | None = None
+    default_class: str | None = None
+    vision_config: str = "config"
+    blocks: str = "encoder.layers"
+    attention: str = "attention"
+    value: str = "attention.v_proj"
+    output: str = "attention.o_proj"
+    mlp_output: str = "mlp.fc2"
+    prefix_tokens: int = 1
+    register_tokens: str | None = None
+    native_resolution: bool = True
+    score_definition: str = ""
+    reading_notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"FamilySpec.name must be a non-empty string, got {self.name!r}.")
+        if not self.model_classes or any(not isinstance(c, (str, type)) for c in self.model_classes):
+            raise ValueError(
+                f"FamilySpec {self.name!r}: `model_classes` must name at least one class (class names or classes), "
+                f"got {self.model_classes!r}."
+            )
+        if self.base_task not in TASK_LOADERS:
+            raise ValueError(
+                f"FamilySpec {self.name!r}: `base_task` must be one of {', '.join(TASK_LOADERS)}, got "
+                f"{self.base_task!r}."
+            )
+        if isinstance(self.prefix_tokens, bool) or not isinstance(self.prefix_tokens, int) or self.prefix_tokens < 0:
+            raise ValueError(
+                f"FamilySpec {self.name!r}: `prefix_tokens` must be an int >= 0, got {self.prefix_tokens!r}."
+            )
+        for name in ("default_class", *(("pipeline_classes",) if self.pipeline_classes else ())):
+            value = getattr(self, name)
+            for class_name in (value,) if isinstance(value, str) else value or ():
+                if class_name not in self.class_names:
+                    raise ValueError(
+                        f"FamilySpec {self.name!r}: `{name}` names {class_name!r}, which is not one of its "
+                        f"`model_classes` ({', '.join(self.class_names)})."
+                    )
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """`model_classes` as names."""
+        return tuple(c if isinstance(c, str) else c.__name__ for c in self.model_classes)
+
+    @property
+    def served_classes(self) -> tuple[str, ...]:
+        """The classes the pipeline, cards and export serve (`pipeline_classes`, default every class)."""
+        return self.pipeline_classes if self.pipeline_classes is not None else self.class_names
+
+    @property
+    def auto_class(self) -> str:
+        """The transformers Auto class that loads the family's checkpoints for its base task."""
+        return TASK_LOADERS[self.base_task][0]
+
+    @property
+    def processor_class(self) -> str:
+        """The transformers Auto class of its processor (with a tokenizer for prompts, or images only)."""
+        return TASK_LOADERS[self.base_task][1]
+
+    @property
+    def is_dual_encoder(self) -> bool:
+        return self.base_task == ZERO_SHOT
 
 
 @dataclass
@@ -88,34 +206,65 @@ class TextInputs:
 class FamilyAdapter:
     """Base class of the per-family adapters; see the module docstring for the contract.
 
+    A subclass declares its family in `spec` and writes its readout (`image_features`, `layer_features`, and for
+    a pooling head `pooling_head_attention`); the structure (blocks, projections, prefix tokens) follows the spec.
+    Constructing an adapter checks that the spec's paths exist on the model.
+
     Attributes:
-        model_classes: names of the transformers classes this adapter explains.
+        spec: the family's declaration (classes, tasks, module paths, prefix tokens, card prose).
         is_dual_encoder: True for image-text models (prompts), False for classifiers (targets).
         explains_pooling_head: True when LeGrad differentiates the pooling head's attention (SigLIP) instead of
             each block's self-attention.
-        num_prefix_tokens: tokens before the patch tokens (CLS, distillation token).
+        default_correction: True when SigLIP's null-prompt correction is on by default.
     """
 
-    model_classes: ClassVar[tuple[str, ...]] = ()
+    spec: ClassVar[FamilySpec]
     is_dual_encoder: ClassVar[bool] = False
     explains_pooling_head: ClassVar[bool] = False
     default_correction: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self.check_structure()
 
     # --- structure -----------------------------------------------------------------------------------------
+    def check_structure(self) -> None:
+        """Raise a `TypeError` naming the path when the spec's modules are not where it says on this model."""
+        spec, model_name = self.spec, type(self.model).__name__
+        where = f"{type(self).__name__} (FamilySpec {spec.name!r})"
+        _find(self.model, spec.vision_config, f"{where}: `vision_config`", model_name)
+        blocks = _find(self.model, spec.blocks, f"{where}: `blocks`", model_name)
+        if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
+            raise TypeError(
+                f"{where}: `blocks` is {spec.blocks!r}, a {type(blocks).__name__} on {model_name}, not a non-empty "
+                "nn.ModuleList of transformer blocks; point it at the encoder's list of layers."
+            )
+        # The MLP's output projection matters only to a token-mean readout (DINOv2's SwiGLU MLP has none).
+        token_mean = self.readout_is_token_mean("legrad") or self.readout_is_token_mean("model")
+        names = ("attention", "value", "output", *(("mlp_output",) if token_mean else ()))
+        for index, block in enumerate(blocks):
+            for name in names:
+                module = _find(block, getattr(spec, name), f"{where}: `{name}` (block {index})", type(block).__name__)
+                if not isinstance(module, nn.Module):
+                    raise TypeError(
+                        f"{where}: `{name}` is {getattr(spec, name)!r}, a {type(module).__name__} in block {index}, "
+                        "not a module; the engine hooks modules."
+                    )
+
     @property
     def vision_config(self):
-        raise NotImplementedError
+        return _find(self.model, self.spec.vision_config, "vision_config", type(self.model).__name__)
 
     @property
     def blocks(self) -> nn.ModuleList:
-        raise NotImplementedError
+        return self.model.get_submodule(self.spec.blocks)
 
     @property
     def num_prefix_tokens(self) -> int:
-        return 1
+        """Tokens before the patch tokens: the spec's prefix tokens, plus the registers where the model has them."""
+        registers = self.spec.register_tokens
+        count = int(getattr(self.vision_config, registers, 0) or 0) if registers else 0
+        return self.spec.prefix_tokens + count
 
     @property
     def patch_size(self) -> int:
@@ -126,6 +275,10 @@ class FamilyAdapter:
         return int(getattr(self.vision_config, "num_channels", 3))
 
     @property
+    def num_heads(self) -> int:
+        return int(self.vision_config.num_attention_heads)
+
+    @property
     def input_device(self) -> torch.device:
         return execution_device(self.blocks[0], self.model)
 
@@ -133,9 +286,13 @@ class FamilyAdapter:
     def input_dtype(self) -> torch.dtype:
         return self.blocks[0].parameters().__next__().dtype
 
+    def attention_module(self, block: nn.Module) -> nn.Module:
+        """One block's self-attention module (returns (output, probabilities) under eager attention)."""
+        return block.get_submodule(self.spec.attention)
+
     def attention_projections(self, block: nn.Module) -> tuple[nn.Module, nn.Module, int]:
         """(value projection, output projection, number of heads) of one block's self-attention."""
-        raise NotImplementedError
+        return block.get_submodule(self.spec.value), block.get_submodule(self.spec.output), self.num_heads
 
     def readout_is_token_mean(self, score: str) -> bool:
         """True when `layer_features` reads the block output only through its mean over tokens (before any
@@ -144,7 +301,7 @@ class FamilyAdapter:
 
     def mlp_output_projection(self, block: nn.Module) -> nn.Module:
         """The block MLP's last per-token affine map, whose output is added to the residual stream."""
-        return block.mlp.fc2
+        return block.get_submodule(self.spec.mlp_output)
 
     # --- inputs --------------------------------------------------------------------------------------------
     def prepare_pixels(self, pixel_values: torch.Tensor, **extra: torch.Tensor | None) -> PixelInputs:
@@ -183,7 +340,8 @@ class FamilyAdapter:
 
     @property
     def native_image_size(self) -> tuple[int, int] | None:
-        size = getattr(self.vision_config, "image_size", None)
+        """The size the position embeddings were trained at; other sizes pass `interpolate_pos_encoding=True`."""
+        size = getattr(self.vision_config, "image_size", None) if self.spec.native_resolution else None
         if size is None:
             return None
         if isinstance(size, (tuple, list)):
@@ -268,14 +426,6 @@ class DualEncoderAdapter(FamilyAdapter):
 
     is_dual_encoder = True
 
-    @property
-    def vision_config(self):
-        return self.model.vision_model.config
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.vision_model.encoder.layers
-
     def final_scores(self, image_features: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
         """`logits_per_image`: the cosine times the model's temperature, plus its bias where it has one."""
         scores = super().final_scores(image_features, directions)
@@ -292,3 +442,18 @@ class DualEncoderAdapter(FamilyAdapter):
     ) -> torch.Tensor:
         """Softmax over the prompts, as the zero-shot-image-classification pipeline reports CLIP's scores."""
         return scores.softmax(dim=-1)
+
+
+def _find(root: nn.Module, path: str, what: str, owner: str):
+    """`root`'s attribute at dotted `path`, or a TypeError saying which step is missing and what is there."""
+    current = root
+    for step in path.split("."):
+        if not hasattr(current, step):
+            children = [name for name, _ in current.named_children()] if isinstance(current, nn.Module) else []
+            raise TypeError(
+                f"{what} is {path!r}, but {owner} has no {step!r} there"
+                + (f" (it has: {', '.join(children)})" if children else "")
+                + ". Fix the path in the adapter's FamilySpec to match the model."
+            )
+        current = getattr(current, step)
+    return current

@@ -9,32 +9,54 @@ are kept as the model computes them: DeiT's distillation head also reads the tok
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
-from .base import FamilyAdapter, PixelInputs
+from .base import IMAGE_CLASSIFICATION, FamilyAdapter, FamilySpec, PixelInputs
+
+CLASSIFIER_SCORE = (
+    "A class's score at block l is the classifier's logit for that class computed from that block's output "
+    "tokens: `s^l = classifier(layernorm(mean of all tokens))[class]` (the recipe of the LeGrad paper transposed "
+    "to a classification head)."
+)
+CLASSIFIER_NOTES = (
+    "- **Classes, not prompts.** Without `targets` the pipeline explains the `top_k` most probable classes (default "
+    "1) and `explain` the top-1 class; `targets` takes class ids or label names from `model.config.id2label`.",
+    "- **Scores.** The pipeline's `score` is the softmax probability over all classes, as in "
+    "`image-classification`; `LeGradExplainer` returns the class logits in `out.scores`.",
+    "- **Processor geometry.** The map covers what the processor shows the model: if it center-crops, the "
+    "cropped-away parts of the image are blank (zero) in the pipeline's `heatmap` and `overlay`.",
+)
+#: The layout of transformers' refactored ViT family (`vit.layers[i].attention.{q,k,v,o}_proj`, `mlp.fc2`).
+VIT_LAYOUT = {
+    "vision_config": "config",
+    "attention": "attention",
+    "value": "attention.v_proj",
+    "output": "attention.o_proj",
+    "mlp_output": "mlp.fc2",
+}
 
 
 class ViTClassifierAdapter(FamilyAdapter):
     """`ViTForImageClassification`: `classifier(layernorm(tokens)[:, 0])`."""
 
-    model_classes = ("ViTForImageClassification",)
+    spec = FamilySpec(
+        name="vit",
+        display_name="ViT",
+        model_classes=("ViTForImageClassification",),
+        base_task=IMAGE_CLASSIFICATION,
+        model_types=("vit",),
+        blocks="vit.layers",
+        **VIT_LAYOUT,
+        score_definition=CLASSIFIER_SCORE,
+        reading_notes=CLASSIFIER_NOTES,
+    )
 
     @property
     def backbone(self) -> nn.Module:
         return getattr(self.model, self.model.base_model_prefix)
-
-    @property
-    def vision_config(self):
-        return self.model.config
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.backbone.layers
-
-    def attention_projections(self, block: nn.Module) -> tuple[nn.Module, nn.Module, int]:
-        attention = block.attention
-        return attention.v_proj, attention.o_proj, int(self.vision_config.num_attention_heads)
 
     def readout_is_token_mean(self, score: str) -> bool:
         return score == "legrad"
@@ -52,14 +74,21 @@ class ViTClassifierAdapter(FamilyAdapter):
         return self.model.classifier(self.pooled_tokens(tokens, score)).float()
 
 
+DEIT_SPEC = replace(
+    ViTClassifierAdapter.spec,
+    name="deit",
+    display_name="DeiT",
+    model_classes=("DeiTForImageClassification",),
+    model_types=("deit",),
+    blocks="deit.layers",
+    prefix_tokens=2,
+)
+
+
 class DeiTWithTeacherAdapter(ViTClassifierAdapter):
     """`DeiTForImageClassificationWithTeacher`: CLS + distillation token, logits averaged over two heads."""
 
-    model_classes = ("DeiTForImageClassificationWithTeacher",)
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return 2
+    spec = replace(DEIT_SPEC, model_classes=("DeiTForImageClassificationWithTeacher",))
 
     def layer_features(self, tokens: torch.Tensor, pixels: PixelInputs, score: str) -> torch.Tensor:
         if score == "model":
@@ -74,25 +103,21 @@ class DeiTWithTeacherAdapter(ViTClassifierAdapter):
 class DeiTAdapter(ViTClassifierAdapter):
     """`DeiTForImageClassification`: like ViT, but the sequence holds CLS + distillation token."""
 
-    model_classes = ("DeiTForImageClassification",)
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return 2
+    spec = DEIT_SPEC
 
 
 class Dinov2ClassifierAdapter(ViTClassifierAdapter):
     """`Dinov2ForImageClassification`: `classifier(cat[CLS, mean of patch tokens])` after the final layernorm."""
 
-    model_classes = ("Dinov2ForImageClassification",)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.backbone.encoder.layer
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return 1 + int(getattr(self.vision_config, "num_register_tokens", 0) or 0)
+    spec = replace(
+        ViTClassifierAdapter.spec,
+        name="dinov2",
+        display_name="DINOv2",
+        model_classes=("Dinov2ForImageClassification",),
+        model_types=("dinov2",),
+        blocks="dinov2.encoder.layer",
+        register_tokens="num_register_tokens",
+    )
 
     @property
     def native_image_size(self) -> tuple[int, int] | None:

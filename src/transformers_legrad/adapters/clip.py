@@ -9,17 +9,45 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .base import DualEncoderAdapter, PixelInputs
+from .base import ZERO_SHOT, DualEncoderAdapter, FamilySpec, PixelInputs
+
+CLIP_VISION_LAYOUT = {
+    "vision_config": "vision_model.config",
+    "blocks": "vision_model.encoder.layers",
+    "attention": "self_attn",
+    "value": "self_attn.v_proj",
+    "output": "self_attn.out_proj",
+    "mlp_output": "mlp.fc2",
+}
 
 
 class CLIPAdapter(DualEncoderAdapter):
-    model_classes = ("CLIPModel", "CLIPVisionModelWithProjection")
-
-    def attention_projections(self, block: nn.Module) -> tuple[nn.Module, nn.Module, int]:
-        attention = block.self_attn
-        return attention.v_proj, attention.out_proj, attention.num_heads
+    spec = FamilySpec(
+        name="clip",
+        display_name="CLIP",
+        model_classes=("CLIPModel", "CLIPVisionModelWithProjection"),
+        base_task=ZERO_SHOT,
+        model_types=("clip",),
+        pipeline_classes=("CLIPModel",),  # the vision tower with projection has no text tower: no pipeline
+        default_class="CLIPModel",
+        **CLIP_VISION_LAYOUT,
+        score_definition=(
+            "A prompt's score at block l is CLIP's image-text cosine computed from that block's output tokens: "
+            "`s^l = <t, normalize(visual_projection(post_layernorm(mean of all tokens)))>`, where `t` is the "
+            "prompt's normalized text embedding (mean pooling over all tokens, CLS included, as in the authors' "
+            "code)."
+        ),
+        reading_notes=(
+            "- **Center crop.** CLIP's processor resizes the short side of the image and center-crops a square. On "
+            "a non-square image the model never sees the cropped-away sides: the pipeline's `heatmap` and `overlay` "
+            "are blank (zero) there, which means *not looked at*, not *no evidence*. Pad the image to a square "
+            "first if the whole picture matters.",
+            "- **Scores.** The pipeline's `score` is the softmax over the labels you pass, as in "
+            "`zero-shot-image-classification`: it changes with the other labels. `LeGradExplainer` returns CLIP's "
+            "`logits_per_image` in `out.scores`.",
+        ),
+    )
 
     def readout_is_token_mean(self, score: str) -> bool:
         return score == "legrad"

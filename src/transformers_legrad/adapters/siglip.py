@@ -16,17 +16,49 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AttentionHandle, DualEncoderAdapter, PixelInputs
+from .base import ZERO_SHOT, AttentionHandle, DualEncoderAdapter, FamilySpec, PixelInputs
+from .clip import CLIP_VISION_LAYOUT
+
+_SIGLIP_SCORE = (
+    "A prompt's score at block l is SigLIP's image-text cosine computed by the attention-pooling head applied to "
+    "that block's output tokens: `s^l = <t, normalize(head(Z^l))>`, where `t` is the prompt's normalized text "
+    "embedding; the gradient is taken with respect to the pooling head's attention probabilities, recomputed for "
+    "each block."
+)
+_CORRECTION_NOTE = (
+    '- **Null-prompt correction** (on by default, as in the authors\' code): the map of the prompt "a photo of a" '
+    "is computed too, min-max normalized, and each prompt's map is set to zero wherever that null map exceeds 0.8. "
+    "It masks regions that light up whatever the prompt, which say nothing about yours. Pass `correction=False` "
+    "(pipeline or `explain`) to see the uncorrected map."
+)
+_SIGMOID_NOTE = (
+    "- **Scores.** The pipeline's `score` is SigLIP's sigmoid probability for each label on its own: labels do "
+    "not compete, so scores need not sum to 1. `LeGradExplainer` returns the model's `logits_per_image` in "
+    "`out.scores` and the probabilities in `out.probabilities`."
+)
 
 
 class SiglipAdapter(DualEncoderAdapter):
-    model_classes = ("SiglipModel",)
+    spec = FamilySpec(
+        name="siglip",
+        display_name="SigLIP",
+        model_classes=("SiglipModel",),
+        base_task=ZERO_SHOT,
+        model_types=("siglip",),
+        default_class="SiglipModel",
+        **CLIP_VISION_LAYOUT,
+        prefix_tokens=0,
+        score_definition=_SIGLIP_SCORE,
+        reading_notes=(
+            _CORRECTION_NOTE,
+            _SIGMOID_NOTE,
+            "- **Whole image.** The processor resizes the image to a square without cropping, so the map covers "
+            "the whole picture; non-square images are squeezed for the model and the maps are stretched back to "
+            "the original shape.",
+        ),
+    )
     explains_pooling_head = True
     default_correction = True
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return 0
 
     @property
     def head(self) -> nn.Module:
@@ -71,11 +103,25 @@ class SiglipAdapter(DualEncoderAdapter):
 
 
 class Siglip2Adapter(SiglipAdapter):
-    model_classes = ("Siglip2Model",)
-
-    @property
-    def native_image_size(self) -> tuple[int, int] | None:
-        return None
+    spec = FamilySpec(
+        name="siglip2",
+        display_name="SigLIP 2",
+        model_classes=("Siglip2Model",),
+        base_task=ZERO_SHOT,
+        model_types=("siglip2",),
+        default_class="Siglip2Model",
+        **CLIP_VISION_LAYOUT,
+        prefix_tokens=0,
+        native_resolution=False,
+        score_definition=_SIGLIP_SCORE,
+        reading_notes=(
+            _CORRECTION_NOTE,
+            _SIGMOID_NOTE,
+            "- **Aspect ratio.** The NaFlex processor keeps each image's aspect ratio and picks its own patch grid "
+            "(up to `max_num_patches`), so the map covers the whole picture without distortion; padded patches are "
+            "never part of a map.",
+        ),
+    )
 
     def prepare_pixels(self, pixel_values: torch.Tensor, **extra: torch.Tensor | None) -> PixelInputs:
         mask, shapes = extra.get("pixel_attention_mask"), extra.get("spatial_shapes")
