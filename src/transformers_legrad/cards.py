@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import argparse
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from string import Template
 from typing import Any
 
-ZERO_SHOT = "zero-shot-image-classification"
-CLASSIFICATION = "image-classification"
-BASE_TASKS = (ZERO_SHOT, CLASSIFICATION)
+from .adapters import IMAGE_CLASSIFICATION, ZERO_SHOT, FamilySpec, registry  # noqa: F401  (ZERO_SHOT: public)
+from .adapters.base import TASK_LOADERS
+
+CLASSIFICATION = IMAGE_CLASSIFICATION
+BASE_TASKS = tuple(TASK_LOADERS)  # ZERO_SHOT, CLASSIFICATION
 TEMPLATE_NAME = "model_card_template.md"
 UNKNOWN_LICENSE = "unknown"  # the Hub's identifier for "license not known"
 
@@ -37,122 +39,27 @@ EXAMPLE_PROMPTS = ("a cat", "a remote control")
 EXAMPLE_CLASS = "tabby, tabby cat"  # ImageNet-1k class 281, as named in the ViT/DeiT checkpoints' id2label
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """How a transformers class is explained: what its score is and what its processor does to the image."""
+class _Registered(Mapping):
+    """A read-only, always current view of the adapters' registry (an adapter registered later shows up)."""
 
-    base_task: str
-    processor_class: str
-    score_definition: str
-    reading_notes: tuple[str, ...]
+    def __init__(self, read: Callable[[], dict[str, FamilySpec]]) -> None:
+        self._read = read
 
-    @property
-    def is_dual_encoder(self) -> bool:
-        return self.base_task == ZERO_SHOT
+    def __getitem__(self, key: str) -> FamilySpec:
+        return self._read()[key]
 
+    def __iter__(self):
+        return iter(self._read())
 
-_CLIP_SCORE = (
-    "A prompt's score at block l is CLIP's image-text cosine computed from that block's output tokens: "
-    "`s^l = <t, normalize(visual_projection(post_layernorm(mean of all tokens)))>`, where `t` is the prompt's "
-    "normalized text embedding (mean pooling over all tokens, CLS included, as in the authors' code)."
-)
-_SIGLIP_SCORE = (
-    "A prompt's score at block l is SigLIP's image-text cosine computed by the attention-pooling head applied to "
-    "that block's output tokens: `s^l = <t, normalize(head(Z^l))>`, where `t` is the prompt's normalized text "
-    "embedding; the gradient is taken with respect to the pooling head's attention probabilities, recomputed for "
-    "each block."
-)
-_CLASSIFIER_SCORE = (
-    "A class's score at block l is the classifier's logit for that class computed from that block's output "
-    "tokens: `s^l = classifier(layernorm(mean of all tokens))[class]` (the recipe of the LeGrad paper transposed "
-    "to a classification head)."
-)
-_CORRECTION_NOTE = (
-    '- **Null-prompt correction** (on by default, as in the authors\' code): the map of the prompt "a photo of a" '
-    "is computed too, min-max normalized, and each prompt's map is set to zero wherever that null map exceeds 0.8. "
-    "It masks regions that light up whatever the prompt, which say nothing about yours. Pass `correction=False` "
-    "(pipeline or `explain`) to see the uncorrected map."
-)
-_SIGMOID_NOTE = (
-    "- **Scores.** The pipeline's `score` is SigLIP's sigmoid probability for each label on its own: labels do "
-    "not compete, so scores need not sum to 1. `LeGradExplainer` returns the model's `logits_per_image` in "
-    "`out.scores` and the probabilities in `out.probabilities`."
-)
-ARCHITECTURES: dict[str, Architecture] = {
-    "CLIPModel": Architecture(
-        base_task=ZERO_SHOT,
-        processor_class="AutoProcessor",
-        score_definition=_CLIP_SCORE,
-        reading_notes=(
-            "- **Center crop.** CLIP's processor resizes the short side of the image and center-crops a square. On "
-            "a non-square image the model never sees the cropped-away sides: the pipeline's `heatmap` and `overlay` "
-            "are blank (zero) there, which means *not looked at*, not *no evidence*. Pad the image to a square "
-            "first if the whole picture matters.",
-            "- **Scores.** The pipeline's `score` is the softmax over the labels you pass, as in "
-            "`zero-shot-image-classification`: it changes with the other labels. `LeGradExplainer` returns CLIP's "
-            "`logits_per_image` in `out.scores`.",
-        ),
-    ),
-    "SiglipModel": Architecture(
-        base_task=ZERO_SHOT,
-        processor_class="AutoProcessor",
-        score_definition=_SIGLIP_SCORE,
-        reading_notes=(
-            _CORRECTION_NOTE,
-            _SIGMOID_NOTE,
-            "- **Whole image.** The processor resizes the image to a square without cropping, so the map covers "
-            "the whole picture; non-square images are squeezed for the model and the maps are stretched back to "
-            "the original shape.",
-        ),
-    ),
-    "Siglip2Model": Architecture(
-        base_task=ZERO_SHOT,
-        processor_class="AutoProcessor",
-        score_definition=_SIGLIP_SCORE,
-        reading_notes=(
-            _CORRECTION_NOTE,
-            _SIGMOID_NOTE,
-            "- **Aspect ratio.** The NaFlex processor keeps each image's aspect ratio and picks its own patch grid "
-            "(up to `max_num_patches`), so the map covers the whole picture without distortion; padded patches are "
-            "never part of a map.",
-        ),
-    ),
-}
-_CLASSIFIER_NOTES = (
-    "- **Classes, not prompts.** Without `targets` the pipeline explains the `top_k` most probable classes (default "
-    "1) and `explain` the top-1 class; `targets` takes class ids or label names from `model.config.id2label`.",
-    "- **Scores.** The pipeline's `score` is the softmax probability over all classes, as in "
-    "`image-classification`; `LeGradExplainer` returns the class logits in `out.scores`.",
-    "- **Processor geometry.** The map covers what the processor shows the model: if it center-crops, the "
-    "cropped-away parts of the image are blank (zero) in the pipeline's `heatmap` and `overlay`.",
-)
-ARCHITECTURES.update(
-    (name, Architecture(CLASSIFICATION, "AutoImageProcessor", _CLASSIFIER_SCORE, _CLASSIFIER_NOTES))
-    for name in (
-        "ViTForImageClassification",
-        "DeiTForImageClassification",
-        "DeiTForImageClassificationWithTeacher",
-        "Dinov2ForImageClassification",
-    )
-)
+    def __len__(self) -> int:
+        return len(self._read())
 
 
-@dataclass(frozen=True)
-class Family:
-    """A model family: its Hub tag (the key of FAMILIES), how it is named in prose, and its usual class."""
-
-    display_name: str
-    model_class: str
-
-
-FAMILIES: dict[str, Family] = {
-    "clip": Family("CLIP", "CLIPModel"),
-    "siglip": Family("SigLIP", "SiglipModel"),
-    "siglip2": Family("SigLIP 2", "Siglip2Model"),
-    "vit": Family("ViT", "ViTForImageClassification"),
-    "deit": Family("DeiT", "DeiTForImageClassification"),
-    "dinov2": Family("DINOv2", "Dinov2ForImageClassification"),
-}
+#: How each class a card can be written for is explained: its family's spec (base task, processor class, score
+#: definition, reading notes), by class name.
+ARCHITECTURES: Mapping[str, FamilySpec] = _Registered(registry.served_classes)
+#: Each family's spec by its Hub tag (display name, main class).
+FAMILIES: Mapping[str, FamilySpec] = _Registered(registry.families)
 
 
 @dataclass(frozen=True)
@@ -188,7 +95,7 @@ class CardModel:
     image_size_note: str | None = None
 
     @property
-    def architecture(self) -> Architecture:
+    def architecture(self) -> FamilySpec:
         return ARCHITECTURES[self.model_class]
 
     @property
@@ -218,7 +125,7 @@ class CardModel:
 
 
 def _card(model_id: str, family: str, **fields: Any) -> tuple[str, CardModel]:
-    model_class = fields.pop("model_class", FAMILIES[family].model_class)
+    model_class = fields.pop("model_class", FAMILIES[family].main_class)
     base_task = ARCHITECTURES[model_class].base_task
     return model_id, CardModel(model_id, family, model_class, base_task, **fields)
 
@@ -399,7 +306,7 @@ def _card_model(model_id, *, family, base_task, license, config) -> CardModel:
     elif config is not None:
         entry = _card_model_from_config(model_id, config, family)
     elif family is not None:
-        model_class = FAMILIES[family].model_class
+        model_class = FAMILIES[family].main_class
         entry = CardModel(
             model_id, family, model_class, ARCHITECTURES[model_class].base_task, UNKNOWN_LICENSE, None, None
         )
@@ -423,28 +330,26 @@ def _card_model(model_id, *, family, base_task, license, config) -> CardModel:
     return entry
 
 
-# A config's model_type is its family, for the families this package explains.
-_MODEL_TYPE_FAMILIES = {model_type: model_type for model_type in ("clip", "siglip", "siglip2", "vit", "deit", "dinov2")}
-
-
 def _card_model_from_config(model_id: str, config, family: str | None) -> CardModel:
     values = config if isinstance(config, Mapping) else config.to_dict()
     model_type = values.get("model_type")
-    if model_type not in _MODEL_TYPE_FAMILIES:
+    spec = registry.family_of_model_type(model_type)
+    if spec is None:
+        model_types = [model_type for spec in FAMILIES.values() for model_type in spec.model_types]
         raise ValueError(
             f"cannot make a LeGrad card from a {model_type!r} config: supported model types are "
-            f"{', '.join(_MODEL_TYPE_FAMILIES)} (checkpoints that load as {', '.join(ARCHITECTURES)})."
+            f"{', '.join(model_types)} (checkpoints that load as {', '.join(ARCHITECTURES)})."
         )
-    family = family or _MODEL_TYPE_FAMILIES[model_type]
+    family = family or spec.name
     architectures = [name for name in values.get("architectures") or () if name in ARCHITECTURES]
-    model_class = architectures[0] if architectures else _default_class(model_type)
+    model_class = architectures[0] if architectures else registry.default_class(model_type)
     if model_class is None:
         raise ValueError(
             f"the {model_type!r} config of {model_id!r} lists architectures {values.get('architectures')}, none of "
             f"them an image classifier LeGrad explains ({', '.join(ARCHITECTURES)})."
         )
     vision = values.get("vision_config") or values
-    native = vision.get("image_size") if model_type != "siglip2" else None
+    native = vision.get("image_size") if ARCHITECTURES[model_class].native_resolution else None
     patch = vision.get("patch_size")
     image_size = None
     if native is not None and ARCHITECTURES[model_class].is_dual_encoder and native <= 256:
@@ -459,11 +364,6 @@ def _card_model_from_config(model_id: str, config, family: str | None) -> CardMo
         patch,
         image_size=image_size,
     )
-
-
-def _default_class(model_type: str) -> str | None:
-    """The class of a config that names none: dual encoders have one; a classifier needs its head named."""
-    return {"clip": "CLIPModel", "siglip": "SiglipModel", "siglip2": "Siglip2Model"}.get(model_type)
 
 
 def _fields(entry: CardModel) -> dict[str, str]:

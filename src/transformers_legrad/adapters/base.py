@@ -142,6 +142,11 @@ class FamilySpec:
         return self.pipeline_classes if self.pipeline_classes is not None else self.class_names
 
     @property
+    def main_class(self) -> str:
+        """The class that cards and examples name for the family: its first served class."""
+        return self.served_classes[0]
+
+    @property
     def auto_class(self) -> str:
         """The transformers Auto class that loads the family's checkpoints for its base task."""
         return TASK_LOADERS[self.base_task][0]
