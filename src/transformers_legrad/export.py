@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .adapters import registry
 from .pipeline import TASK
 
 PIPELINE_MODULE = "legrad_pipeline"
@@ -53,7 +54,7 @@ def export_pipeline(pipe, out: str | Path, model_id: str) -> Path:
     config["custom_pipelines"] = {
         CUSTOM_TASK: {
             "impl": f"{PIPELINE_MODULE}.LeGradExplanationPipeline",
-            "pt": ["AutoModelForZeroShotImageClassification", "AutoModelForImageClassification"],
+            "pt": list(registry.auto_classes()),
             "type": "image",
         }
     }

@@ -16,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from transformers import AutoModelForImageClassification, AutoModelForZeroShotImageClassification, Pipeline
+import transformers
+from transformers import Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from . import geometry, visualize
 from . import images as images_module
+from .adapters import registry
 from .explainer import LeGradExplainer
 
 TASK = "legrad-explanation"
@@ -200,11 +202,17 @@ class _Components:
 
 
 def register_pipeline() -> None:
-    """Register the task; zero-shot image models come first so a CLIP/SigLIP checkpoint loads as a dual encoder."""
+    """Register the task for every Auto class of the registered families (zero-shot first, so a CLIP/SigLIP
+    checkpoint loads as a dual encoder). Called again after `register_adapter`, it updates the classes in place."""
+    pt_model = tuple(getattr(transformers, name) for name in registry.auto_classes())
+    registered = PIPELINE_REGISTRY.supported_tasks.get(TASK)
+    if registered is not None and registered["impl"] is LeGradExplanationPipeline:
+        registered["pt"] = pt_model
+        return
     PIPELINE_REGISTRY.register_pipeline(
         TASK,
         pipeline_class=LeGradExplanationPipeline,
-        pt_model=(AutoModelForZeroShotImageClassification, AutoModelForImageClassification),
+        pt_model=pt_model,
         default={"model": DEFAULT_MODEL},
         type="image",
     )

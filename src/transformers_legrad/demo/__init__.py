@@ -75,15 +75,15 @@ def load(name: str):
         (model, processor): the processor is a `CLIPProcessor` / `SiglipProcessor` for the dual encoders and a
         ViT image processor for "vit".
     """
-    from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, AutoProcessor
+    import transformers
+
+    from ..adapters import registry
 
     path = model_path(name)
-    if name == "vit":
-        model = AutoModelForImageClassification.from_pretrained(path, local_files_only=True)
-        processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
-    else:
-        model = AutoModel.from_pretrained(path, local_files_only=True)
-        processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    spec = registry.served_classes()[config.architectures[0]]
+    model = getattr(transformers, spec.auto_class).from_pretrained(path, local_files_only=True)
+    processor = getattr(transformers, spec.processor_class).from_pretrained(path, local_files_only=True)
     return model.eval(), processor
 
 

@@ -272,7 +272,7 @@ class BaselineExplainer:
         handles = []
         blocks = self.adapter.blocks
         for index, block in enumerate(blocks):
-            attention = _attention_module(block)
+            attention = self.adapter.attention_module(block)
             handles.append(attention.register_forward_hook(lambda m, a, out: recording.attentions.append(out[1])))
             if index == len(blocks) - 1:
 
@@ -419,12 +419,3 @@ def make_explainer(method: str, model: nn.Module, processor=None, *, eager_model
     if method not in BASELINES:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}.")
     return BASELINES[method](model, processor, eager_model=eager_model)
-
-
-def _attention_module(block: nn.Module) -> nn.Module:
-    """The block's self-attention module, which returns (output, probabilities) under eager attention."""
-    for name in ("self_attn", "attention"):
-        module = getattr(block, name, None)
-        if isinstance(module, nn.Module):
-            return module
-    raise TypeError(f"cannot find the self-attention of {type(block).__name__} (no `self_attn` or `attention`).")
