@@ -72,8 +72,8 @@ def load(name: str):
     """A bundled demo model (eval mode) and its processor, loaded from `model_path(name)` without the network.
 
     Returns:
-        (model, processor): the processor is a `CLIPProcessor` / `SiglipProcessor` for the dual encoders and a
-        ViT image processor for "vit".
+        (model, processor): loaded with the Auto classes of the model's family (its adapter's spec): a
+        `CLIPProcessor` / `SiglipProcessor` for the dual encoders and a ViT image processor for "vit".
     """
     import transformers
 
@@ -150,12 +150,12 @@ def run_demo(out_dir: str | os.PathLike, model: str = "clip", n: int = 4, seed: 
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for index, example in enumerate(example_scenes(n, seed)):
-        if model == "vit":
-            labels = example.scene.labels
-            output = explainer.explain(images=example.image, targets=labels)
-        else:
+        if explainer.adapter.is_dual_encoder:
             labels = [*example.prompts, example.absent_prompt]
             output = explainer.explain(images=example.image, text=labels)
+        else:
+            labels = example.scene.labels
+            output = explainer.explain(images=example.image, targets=labels)
         # Nearest-neighbour enlargement keeps the 64-pixel scene crisp; the maps are resized smoothly onto it.
         picture = example.image.resize((_DEMO_TILE_SIZE, _DEMO_TILE_SIZE), Image.Resampling.NEAREST)
         stem = f"scene{index}"
