@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jinja2.meta
 from huggingface_hub import ModelCard, ModelCardData
 
 ZERO_SHOT = "zero-shot-image-classification"
@@ -390,8 +391,6 @@ def render_model_card(metadata: ModelCardData, template_name: str = TEMPLATE_NAM
         ValueError: a variable of the template that neither `fields` nor `metadata` gives, or a template whose
             front matter does not read back as `metadata`.
     """
-    import jinja2.meta
-
     source = template_text(template_name)
     needed = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(source))
     missing = sorted(needed - {"card_data", *metadata.to_dict(), *fields})
