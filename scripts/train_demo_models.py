@@ -58,6 +58,7 @@ from transformers import (  # noqa: E402
 )
 
 from transformers_legrad import LeGradExplainer  # noqa: E402
+from transformers_legrad.cards import card_metadata, render_model_card  # noqa: E402
 from transformers_legrad.evaluation import synthetic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +82,7 @@ BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<unk>"
 #: Caption templates seen in training; evaluation and the demo use the first.
 TEMPLATES = ("a {}", "a photo of a {}", "{}")
 VIT_MARGIN = 1.5
+DEMO_CARD_TEMPLATE = "demo_model_card_template.md"  # shipped next to transformers_legrad/cards.py
 RETRIEVAL_POOL = 100  # caption -> image retrieval: the best of this many held-out scenes
 SIGLIP_INITIAL_BIAS = -2.5
 
@@ -634,100 +636,35 @@ def write_card(name: str, record: dict, cards_dir: Path) -> Path:
             "out = LeGradExplainer(model, processor).explain(images=scene.image, text=scene.captions)\n"
             "out.heatmaps.shape   # [1, objects, 64, 64]"
         )
-    pointing_table = "\n".join(
-        f"| {what} | {p['queries']} | {p['hit_rate']:.3f} | {p['chance']:.3f} |" for what, p in pointing_rows
+    metadata = card_metadata(
+        pipeline_tag=info["pipeline_tag"], license="apache-2.0", tags=["legrad", "explainability", "demo"]
     )
-    size_mb = record["size_bytes"] / 1e6
-    correction = ", null-prompt correction on" if name == "siglip" else ""
-    text = f"""---
-library_name: transformers
-pipeline_tag: {info["pipeline_tag"]}
-license: apache-2.0
-tags:
-- legrad
-- explainability
-- demo
----
-
-# transformers-legrad demo {info["title"]} (synthetic shapes)
-
-A tiny `{info["class"]}` trained from scratch on synthetic scenes of coloured shapes. It ships inside the
-`transformers-legrad` package so that LeGrad can be tried, and checked against known object masks, with no
-network: it {info["task"]}. It knows nothing about real photographs.
-
-```python
-from transformers import {load}, AutoProcessor
-from transformers_legrad import LeGradExplainer, demo
-from transformers_legrad.evaluation import synthetic
-
-model = {load}.from_pretrained(demo.model_path("{name}"))
-processor = AutoProcessor.from_pretrained(demo.model_path("{name}"))
-scene = synthetic.generate(1, seed=123)[0]
-{example}
-```
-
-| | |
-|---|---|
-| class | `{info["class"]}` |
-| image | 64 x 64 RGB, 8 x 8 patches (8 x 8 grid) |
-| vision tower | {_tower(VISION)} |
-{_text_row(name)}| parameters | {record["parameters"] / 1e6:.2f}M |
-| folder size | {size_mb:.1f} MB (float32 safetensors) |
-
-## Training data
-
-`transformers_legrad.evaluation.synthetic.generate(n, seed)`: 64 x 64 scenes of 1 to 4 objects, each one of
-{len(synthetic.COLOURS)} colours ({", ".join(synthetic.COLOURS)}) and {len(synthetic.SHAPES)} shapes
-({", ".join(synthetic.SHAPES)}), of varied size and position, upright with a small random tilt, on a smooth random
-colour gradient with a low-frequency colour field and pixel noise. Objects may overlap; an object of which less
-than {synthetic.MIN_VISIBLE_FRACTION:.0%} would show is left out. Every training step draws a fresh batch:
-step s uses seed {record["train_seed_base"]} + s, so the model never sees a scene twice
-({recipe["steps"] * recipe["batch_size"]:,} scenes in all).
-
-## Training
-
-- Objective: {info["loss"]}. Captions use the templates {", ".join(f'"{t.format("red circle")}"' for t in TEMPLATES)}.
-- Token labelling (auxiliary, training only): a linear head on the last block's patch tokens predicts which object
-  (or background) covers each patch, with soft targets from the scene's masks (as in LV-ViT's token labelling).
-  It pushes the patch tokens to encode which shape covers them. The head is dropped: the saved model is a plain
-  `{info["class"]}`. It also makes the patch tokens carry their object's identity, which helps any explanation
-  method localize; keep that in mind when reading the pointing-game figures below.
-- AdamW (betas 0.9, 0.98, weight decay {recipe["weight_decay"]} on matrices), learning rate {recipe["learning_rate"]}
-  with {recipe["warmup_steps"]} warm-up steps and cosine decay, {recipe["steps"]} steps of {recipe["batch_size"]}
-  scenes, {clipping}, seed {record["seed"]}, `torch.use_deterministic_algorithms(True)`,
-  {record["threads"]} CPU threads.
-- Time: {record["cpu_seconds"] / 60:.1f} CPU-minutes with torch set to {record["threads"]} thread(s)
-  ({record["training_seconds"] / 60:.1f} min wall clock on a 2-core machine shared with other jobs at the time;
-  torch {record["versions"]["torch"]}, transformers {record["versions"]["transformers"]}).
-- Reproduce: `{record["command"]}` from a source checkout (add `--cards model_cards` for this card). The
-  evaluation below: `{record.get("evaluation_command", record["command"])}`.
-
-## Evaluation
-
-Held-out scenes from seed {metrics["held_out_seed"]}, which no training step used.
-
-| metric | value |
-|---|---|
-{accuracy_rows}
-
-{_metric_definition(name)}
-
-### Do the LeGrad maps point at the right object?
-
-`LeGradExplainer(model, processor)` with its defaults (last 2 blocks{correction}); a query is a hit
-when the heatmap's maximum lies inside the queried object's visible mask (pointing game). Chance is the rate of a
-uniformly random point: the mean fraction of the image the queried objects cover.
-
-| queries | number | hit rate | chance |
-|---|---|---|---|
-{pointing_table}
-
-## Limitations
-
-- A toy: 64 x 64 synthetic scenes, {len(synthetic.LABELS)} object labels, no real images. Use it to try LeGrad,
-  test code, and check that maps follow known objects, not for anything else.
-- Maps live on an 8 x 8 patch grid: they cannot resolve detail finer than one 8-pixel patch.
-"""
+    text = render_model_card(
+        metadata,
+        DEMO_CARD_TEMPLATE,
+        name=name,
+        title=info["title"],
+        model_class=info["class"],
+        task=info["task"],
+        loss=info["loss"],
+        auto_class=load,
+        example=example,
+        vision_tower=_tower(VISION),
+        text_row=_text_row(name),
+        record=record,
+        recipe=recipe,
+        metrics=metrics,
+        colours=synthetic.COLOURS,
+        shapes=synthetic.SHAPES,
+        labels=synthetic.LABELS,
+        min_visible_fraction=synthetic.MIN_VISIBLE_FRACTION,
+        captions=", ".join(f'"{template.format("red circle")}"' for template in TEMPLATES),
+        clipping=clipping,
+        accuracy_rows=accuracy_rows,
+        metric_definition=_metric_definition(name),
+        correction=", null-prompt correction on" if name == "siglip" else "",
+        pointing_rows=pointing_rows,
+    )
     cards_dir.mkdir(parents=True, exist_ok=True)
     path = cards_dir / f"demo-{name}.md"
     path.write_text(text)

@@ -11,19 +11,24 @@ import shlex
 from pathlib import Path
 
 import pytest
+import transformers
 import yaml
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, metadata_load
 from transformers import BertConfig, ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
 from transformers_legrad import SUPPORTED_MODEL_CLASSES, cards, cli
+from transformers_legrad.adapters import adapter_for
 from transformers_legrad.cards import (
     ARCHITECTURES,
     CARD_MODELS,
     CLASSIFICATION,
     FAMILIES,
+    HUB_LICENSES,
     ZERO_SHOT,
     card_filename,
+    card_metadata,
     render_card,
+    render_model_card,
     template_text,
     write_cards,
 )
@@ -34,18 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CARDS_DIR = ROOT / "model_cards"
 REGENERATE = "regenerate them with `python -m transformers_legrad.cards model_cards/`"
 BASE_TAGS = ["legrad", "explainability", "saliency", "vision-transformer"]
-
-# The base models' licenses as published on their Hub pages (the openai/* repos carry no license tag; their code
-# and weights are released under the MIT license of github.com/openai/CLIP).
-EXPECTED = {
-    "openai/clip-vit-base-patch16": ("clip", "CLIPModel", ZERO_SHOT, "mit"),
-    "openai/clip-vit-large-patch14": ("clip", "CLIPModel", ZERO_SHOT, "mit"),
-    "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k": ("clip", "CLIPModel", ZERO_SHOT, "mit"),
-    "google/siglip-base-patch16-224": ("siglip", "SiglipModel", ZERO_SHOT, "apache-2.0"),
-    "google/siglip-so400m-patch14-384": ("siglip", "SiglipModel", ZERO_SHOT, "apache-2.0"),
-    "google/siglip2-base-patch16-224": ("siglip2", "SiglipModel", ZERO_SHOT, "apache-2.0"),
-    "google/vit-base-patch16-224": ("vit", "ViTForImageClassification", CLASSIFICATION, "apache-2.0"),
-}
 
 
 def _card_text(model_id: str) -> str:
@@ -61,17 +54,30 @@ def _front_matter(text: str) -> dict:
 
 
 # --- the table ---------------------------------------------------------------------------------------------------
-def test_table_lists_the_supported_checkpoints_with_their_base_task_and_license():
-    assert list(CARD_MODELS) == list(EXPECTED)
+def test_table_rows_are_complete():
     for model_id, entry in CARD_MODELS.items():
         assert entry.model_id == model_id
-        assert (entry.family, entry.model_class, entry.base_task, entry.license) == EXPECTED[model_id]
         assert entry.family in FAMILIES
         assert entry.model_class in SUPPORTED_MODEL_CLASSES
         assert ARCHITECTURES[entry.model_class].base_task == entry.base_task
+        assert entry.license in HUB_LICENSES and entry.license != "unknown"
         assert entry.native_resolution and entry.patch_size and entry.image_size
         assert entry.image_size % entry.patch_size == 0 or entry.image_size == entry.native_resolution
         assert entry.parameter_class in ("<100M", "100M-1B", "1B-10B")
+
+
+@pytest.mark.parametrize("model_class", sorted({entry.model_class for entry in CARD_MODELS.values()}))
+def test_each_table_class_loads_as_a_supported_class_of_its_task(model_class, tiny_by_class):
+    """A checkpoint of the row's class loads with that transformers class, LeGrad explains it, and a card made from
+    its config alone names the same class and task as the table."""
+    model = getattr(transformers, model_class).from_pretrained(tiny_by_class[model_class].path)
+    assert type(model).__name__ == model_class
+    adapter = adapter_for(model)
+    from_config = cards._card_model_from_config("me/model", model.config, None)
+    assert from_config.model_class == model_class
+    for entry in (entry for entry in CARD_MODELS.values() if entry.model_class == model_class):
+        assert adapter.is_dual_encoder == (entry.base_task == ZERO_SHOT)
+        assert from_config.base_task == entry.base_task
 
 
 # --- front matter ------------------------------------------------------------------------------------------------
@@ -81,13 +87,24 @@ def test_front_matter_parses_with_the_hub_conventions(model_id):
     text = _card_text(model_id)
     card = ModelCard(text)
     data = card.data.to_dict()
-    assert data["library_name"] == "transformers"
-    assert data["pipeline_tag"] == entry.base_task
-    assert data["license"] == entry.license
-    assert data["base_model"] == model_id
-    assert data["tags"] == [*BASE_TAGS, entry.family]
+    assert data == {
+        "base_model": model_id,
+        "library_name": "transformers",
+        "license": entry.license,
+        "pipeline_tag": entry.base_task,
+        "tags": [*BASE_TAGS, entry.family],
+    }
+    assert metadata_load(CARDS_DIR / card_filename(model_id)) == data  # huggingface_hub's file reader agrees
     assert _front_matter(text) == data  # plain YAML reads the same metadata
     assert card.text.lstrip().startswith(f"# LeGrad explanations for {model_id}")
+
+
+@pytest.mark.parametrize("path", sorted(CARDS_DIR.glob("demo-*.md")), ids=lambda path: path.name)
+def test_demo_cards_front_matter_is_hub_metadata(path):
+    data = ModelCard.load(path).data.to_dict()
+    assert data["library_name"] == "transformers" and data["license"] == "apache-2.0"
+    assert data["pipeline_tag"] in (ZERO_SHOT, CLASSIFICATION)
+    assert data["tags"] == ["legrad", "explainability", "demo"] and "base_model" not in data
 
 
 # --- the checked-in folder cannot go stale -----------------------------------------------------------------------
@@ -106,7 +123,8 @@ def test_checked_in_cards_equal_what_write_cards_renders_now(tmp_path):
 def test_template_file_is_the_raw_template():
     raw = template_text()
     assert (CARDS_DIR / "template.md").read_text(encoding="utf-8") == raw
-    assert "${model_id}" in raw and "${base_task}" in raw and "${license}" in raw
+    assert raw.startswith("---\n{{ card_data }}\n---\n")  # the front matter is the card's ModelCardData
+    assert "{{ model_id }}" in raw and "{{ license }}" in raw and "${" not in raw
 
 
 def test_module_entry_point_writes_the_folder(tmp_path, capsys):
@@ -254,11 +272,67 @@ def test_unknown_id_with_a_family_renders_that_family():
         (dict(family="clip", base_task="image-classification"), "whose task is"),
         (dict(family="clip", base_task="object-detection"), "`base_task` must be one of"),
         (dict(family="clip", license=""), "`license` must be"),
+        (dict(family="clip", license="MIT"), "`license` must be a Hub license identifier such as 'mit', got 'MIT'"),
+        (dict(family="clip", license="Apache 2.0"), "repositories-licenses"),
     ],
 )
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         render_card("me/model", **kwargs)
+
+
+def test_known_id_takes_a_license_override():
+    data = ModelCard(render_card("google/vit-base-patch16-224", license="cc-by-4.0")).data.to_dict()
+    assert data["license"] == "cc-by-4.0"
+
+
+# --- the renderer: front matter checked, every template variable given ---------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(license="Apache-2.0"), "`license` must be a Hub license identifier"),
+        (dict(license=None), "`license` must be a Hub license identifier"),
+        (dict(pipeline_tag="object-detection"), "`pipeline_tag` must be one of"),
+        (dict(tags="legrad"), "`tags` must be a list of single-word strings"),
+        (dict(tags=["legrad", "vision transformer"]), "`tags` must be a list of single-word strings"),
+        (dict(tags=["legrad", 3]), "`tags` must be a list of single-word strings"),
+        (dict(base_model="./my-model/"), "not a Hub model id"),
+    ],
+)
+def test_card_metadata_rejects_what_the_hub_would_not_read(kwargs, message):
+    arguments = {"pipeline_tag": ZERO_SHOT, "license": "mit", "tags": ["legrad"], **kwargs}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        card_metadata(**arguments)
+
+
+def test_card_metadata_is_model_card_data():
+    metadata = card_metadata(
+        pipeline_tag=CLASSIFICATION, license="apache-2.0", tags=("legrad", "vit"), base_model="a/b"
+    )
+    assert metadata.to_dict() == {
+        "base_model": "a/b",
+        "library_name": "transformers",
+        "license": "apache-2.0",
+        "pipeline_tag": CLASSIFICATION,
+        "tags": ["legrad", "vit"],
+    }
+
+
+def test_renderer_names_a_missing_template_variable():
+    fields = cards._fields(CARD_MODELS["openai/clip-vit-base-patch16"])
+    del fields["cli_example"], fields["subject"]
+    metadata = card_metadata(pipeline_tag=ZERO_SHOT, license="mit", tags=["legrad"])
+    with pytest.raises(ValueError, match="model_card_template.md uses cli_example, subject, which the card was not"):
+        render_model_card(metadata, **fields)
+
+
+def test_renderer_rejects_a_template_without_the_metadata_block(monkeypatch):
+    metadata = card_metadata(pipeline_tag=ZERO_SHOT, license="mit", tags=["legrad"])
+    monkeypatch.setattr(cards, "template_text", lambda name: "---\nlicense: other\n---\n# {{ title }}\n")
+    with pytest.raises(ValueError, match=re.escape("must start with `---`, `{{ card_data }}` and `---` lines")):
+        render_model_card(metadata, "broken.md", title="x")
+    monkeypatch.setattr(cards, "template_text", lambda name: "---\n{{ card_data }}\n---\n# {{ title }}\n")
+    assert render_model_card(metadata, "ok.md", title="x").endswith("---\n# x\n")
 
 
 def test_extra_fields_override_the_computed_ones():

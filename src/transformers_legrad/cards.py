@@ -7,12 +7,14 @@
 
 `python -m transformers_legrad.cards model_cards/` regenerates the repository's `model_cards/` folder.
 
-A card is `model_card_template.md` (shipped next to this module) filled in with `string.Template`: the front matter
-follows Hub conventions (`library_name`, `pipeline_tag` = the base model's task, `license` = the base model's as
-published on the Hub, `base_model`, tags), the sections say what the maps show, how to get them (pipeline, Python
-API, CLI), how to read them and where they stop. Everything that depends on the checkpoint comes from its
-`CardModel` row; everything that depends on how the model is loaded (score, processor geometry, pipeline
-arguments) comes from its transformers class.
+A card is rendered by `huggingface_hub.ModelCard.from_template` (`render_model_card`, the one renderer, also of
+the bundled demo models' cards): the front matter is a checked `ModelCardData` (`card_metadata`) that follows Hub
+conventions (`library_name`, `pipeline_tag` = the base model's task, `license` = the base model's as published on
+the Hub, `base_model`, tags), the body is the Jinja template `model_card_template.md` shipped next to this module,
+whose sections say what the maps show, how to get them (pipeline, Python API, CLI), how to read them and where
+they stop. Everything that depends on the checkpoint comes from its `CardModel` row; everything that depends on how
+the model is loaded (score, processor geometry, pipeline arguments) comes from the spec of its family's adapter
+(`transformers_legrad.adapters`), found by its transformers class.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from string import Template
 from typing import Any
+
+import jinja2.meta
+from huggingface_hub import ModelCard, ModelCardData
 
 from .adapters import IMAGE_CLASSIFICATION, ZERO_SHOT, FamilySpec, registry  # noqa: F401  (ZERO_SHOT: public)
 from .adapters.base import TASK_LOADERS
@@ -217,9 +221,97 @@ CARD_MODELS: dict[str, CardModel] = dict(
 
 
 # --- rendering ---------------------------------------------------------------------------------------------------
-def template_text() -> str:
-    """The raw card template (`model_card_template.md`, shipped with the package)."""
-    return resources.files(__package__).joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
+# The license identifiers the Hub accepts in a card's `license:` field, as listed on
+# https://huggingface.co/docs/hub/repositories-licenses ("unknown" and "other" included).
+HUB_LICENSES = frozenset(
+    """
+    apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0 bigcode-openrail-m
+    afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear c-uda cc cc0-1.0 cc-by-2.0
+    cc-by-2.5 cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0 cc-by-nc-4.0 cc-by-nd-4.0
+    cc-by-nc-nd-3.0 cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0 cc-by-nc-sa-4.0 cdla-sharing-1.0
+    cdla-permissive-1.0 cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0 etalab-2.0 eupl-1.1 agpl-3.0 gfdl gpl
+    gpl-2.0 gpl-3.0 lgpl lgpl-2.1 lgpl-3.0 isc lppl-1.3c ms-pl mpl-2.0 odc-by odbl openrail++ osl-3.0 postgresql
+    ofl-1.1 ncsa unlicense zlib pddl lgpl-lr deepfloyd-if-license llama2 gemma unknown other
+    """.split()
+)
+LIBRARY_NAME = "transformers"  # the checkpoints load with transformers; the Hub's widgets and snippets key on it
+CARD_TAGS = ("legrad", "explainability", "saliency", "vision-transformer")  # a LeGrad card's tags, then its family
+
+
+def template_text(name: str = TEMPLATE_NAME) -> str:
+    """The raw Jinja text of a card template shipped with the package (default `model_card_template.md`)."""
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def card_metadata(
+    *, pipeline_tag: str, license: str, tags: Sequence[str], base_model: str | None = None
+) -> ModelCardData:
+    """A card's YAML front matter, checked before anything is rendered.
+
+    Args:
+        pipeline_tag: the model's Hub task, one of BASE_TASKS.
+        license: a Hub license identifier (HUB_LICENSES), such as "mit".
+        tags: the card's Hub tags, non-empty strings without spaces.
+        base_model: the Hub id of the model the card's checkpoint is (or derives from); None: none.
+
+    Returns:
+        The `ModelCardData` (with `library_name: transformers`) that `render_model_card` writes as front matter.
+
+    Raises:
+        ValueError: a license, task, tag or base model the Hub would not read as such.
+    """
+    if license not in HUB_LICENSES:
+        raise ValueError(
+            f"`license` must be a Hub license identifier such as 'mit', got {license!r}: see "
+            "https://huggingface.co/docs/hub/repositories-licenses for the list ('other' for one that is not in it)."
+        )
+    if pipeline_tag not in BASE_TASKS:
+        raise ValueError(f"`pipeline_tag` must be one of {', '.join(BASE_TASKS)}, got {pipeline_tag!r}.")
+    if isinstance(tags, str) or not all(isinstance(tag, str) and tag and not _has_space(tag) for tag in tags):
+        raise ValueError(f"`tags` must be a list of single-word strings such as ['legrad', 'clip'], got {tags!r}.")
+    if base_model is not None:
+        _check_hub_id(base_model)
+    return ModelCardData(
+        base_model=base_model, library_name=LIBRARY_NAME, license=license, pipeline_tag=pipeline_tag, tags=list(tags)
+    )
+
+
+def _has_space(text: str) -> bool:
+    return any(character.isspace() for character in text)
+
+
+def render_model_card(metadata: ModelCardData, template_name: str = TEMPLATE_NAME, **fields: Any) -> str:
+    """Render a card: `metadata` as its front matter, the package's Jinja template `template_name` as its body.
+
+    The one renderer of this package's cards (the LeGrad cards of `render_card` and the bundled demo models'),
+    through `huggingface_hub.ModelCard.from_template`: the template puts `{{ card_data }}` (the metadata as YAML)
+    between its `---` lines and may use the metadata's keys (`license`, `base_model`, ...) and `fields`.
+
+    Args:
+        metadata: the front matter, from `card_metadata`.
+        template_name: a template file shipped next to this module.
+        **fields: the template's other variables; they win over metadata keys of the same name.
+
+    Returns:
+        The card, Markdown with YAML front matter, ending with a newline.
+
+    Raises:
+        ValueError: a variable of the template that neither `fields` nor `metadata` gives, or a template whose
+            front matter does not read back as `metadata`.
+    """
+    source = template_text(template_name)
+    needed = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(source))
+    missing = sorted(needed - {"card_data", *metadata.to_dict(), *fields})
+    if missing:
+        raise ValueError(f"{template_name} uses {', '.join(missing)}, which the card was not given; pass them.")
+    card = ModelCard.from_template(metadata, template_str=source, **fields)
+    if card.data.to_dict() != metadata.to_dict():
+        raise ValueError(
+            f"the front matter of {template_name} does not read back as the card's metadata: it must start with "
+            "`---`, `{{ card_data }}` and `---` lines."
+        )
+    text = str(card)
+    return text if text.endswith("\n") else text + "\n"  # Jinja drops the template's final newline
 
 
 def render_card(
@@ -239,20 +331,26 @@ def render_card(
         family: a FAMILIES key; overrides the table's, or names the family of an unknown id.
         base_task: `zero-shot-image-classification` or `image-classification`; must be the task of the model's
             class (it cannot turn a dual encoder into a classifier), checked when given.
-        license: the base model's Hub license identifier; default the table's, or "unknown" for other ids.
-        extra: more template fields, or overrides of the computed ones (e.g. {"grid_description": "..."}).
+        license: the base model's Hub license identifier (HUB_LICENSES); default the table's, or "unknown" for
+            other ids.
+        extra: more template fields, or overrides of the computed ones (e.g. {"grid_description": "..."}); the
+            front matter is not a field: it always says what `model_id`, `family`, `base_task` and `license` say.
         config: a transformers `PretrainedConfig` (or its `to_dict()`) of an unknown checkpoint: family, class,
             native resolution and patch size are read from it.
 
     Raises:
         ValueError: an id that is not a Hub id (e.g. a local path), an unknown id without `config` or `family`,
-            an unknown family, a config this package cannot explain, or a `base_task` that does not match the
-            model class.
+            an unknown family, a config this package cannot explain, a `base_task` that does not match the
+            model class, or a license that is not a Hub license identifier.
     """
     entry = _card_model(model_id, family=family, base_task=base_task, license=license, config=config)
-    fields = _fields(entry)
-    fields.update(extra or {})
-    return Template(template_text()).substitute(fields)
+    metadata = card_metadata(
+        pipeline_tag=entry.base_task,
+        license=entry.license,
+        tags=[*CARD_TAGS, entry.family],
+        base_model=entry.model_id,
+    )
+    return render_model_card(metadata, TEMPLATE_NAME, **{**_fields(entry), **(extra or {})})
 
 
 def write_cards(out_dir: str | Path) -> list[Path]:
@@ -371,9 +469,6 @@ def _fields(entry: CardModel) -> dict[str, str]:
     dual = architecture.is_dual_encoder
     return {
         "model_id": entry.model_id,
-        "base_task": entry.base_task,
-        "license": entry.license,
-        "family": entry.family,
         "model_table": _model_table(entry),
         "subject": "prompt" if dual else "class",
         "score_definition": _wrap(architecture.score_definition),
