@@ -8,7 +8,10 @@
 
 It follows `zero-shot-image-classification` (CLIP/SigLIP: `candidate_labels`) and `image-classification`
 (classifiers: `top_k`, or `targets`). One image gives a list of dicts sorted by score, highest first; a list of
-images gives a list of such lists. Images are explained `batch_size` at a time, each batch with one trunk forward.
+images gives a list of such lists; a `KeyDataset` or a generator streams one such list per image. The base class
+runs the steps: `preprocess` reads one image, its collate function stacks `batch_size` of them (`num_workers`
+DataLoader workers preprocess), `_forward` explains each batch with one `LeGradExplainer.explain` call (one trunk
+forward), and `postprocess` turns one image's maps into its results.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 import transformers
 from transformers import Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
@@ -27,18 +31,22 @@ from .explainer import LeGradExplainer
 
 TASK = "legrad-explanation"
 DEFAULT_MODEL = ("openai/clip-vit-base-patch16", "main")
+# The image processor's outputs that the explainer takes (SigLIP 2 adds the mask and the patch grid shapes).
+_PIXEL_KEYS = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
 
 
 class LeGradExplanationPipeline(Pipeline):
     """LeGrad heatmaps for CLIP, SigLIP/SigLIP 2 and ViT-family classifiers, as a transformers pipeline.
 
     Call arguments:
-        images: a PIL image, local path, URL or numpy array, or a list of them.
+        images: a PIL image, local path, URL or numpy array, a list of them, or a `KeyDataset` / generator of them
+            (the results stream, one image at a time).
         candidate_labels: prompts (CLIP/SigLIP).
         hypothesis_template: how each label becomes a prompt, default "{}" (the label as it is).
         top_k / targets: classifiers: the k most probable classes (default 1), or given class ids/names.
         layers, image_size, correction: as in `LeGradExplainer.explain`.
         batch_size: images per explanation (one trunk forward each).
+        num_workers: DataLoader workers that load and preprocess the images.
         alpha, colormap: how the overlay is drawn.
         return_tensors: also return "map", float32 [height, width] in [0, 1] at the original image size.
 
@@ -74,123 +82,127 @@ class LeGradExplanationPipeline(Pipeline):
     ):
         if unknown:
             raise TypeError(f"unknown argument(s) for the {TASK} pipeline: {', '.join(sorted(unknown))}")
-        preprocess = {}
-        for name, value in (
-            ("candidate_labels", candidate_labels),
-            ("hypothesis_template", hypothesis_template),
-            ("image_size", image_size),
-            ("timeout", timeout),
-        ):
-            if value is not None:
-                preprocess[name] = value
-        forward = {}
-        for name, value in (("top_k", top_k), ("targets", targets), ("layers", layers), ("correction", correction)):
-            if value is not None:
-                forward[name] = value
-        postprocess = {}
-        for name, value in (("alpha", alpha), ("colormap", colormap), ("return_tensors", return_tensors)):
-            if value is not None:
-                postprocess[name] = value
+        preprocess = _given(
+            candidate_labels=candidate_labels,
+            hypothesis_template=hypothesis_template,
+            image_size=image_size,
+            timeout=timeout,
+        )
+        forward = _given(top_k=top_k, targets=targets, layers=layers, correction=correction)
+        postprocess = _given(image_size=image_size, alpha=alpha, colormap=colormap, return_tensors=return_tensors)
         return preprocess, forward, postprocess
 
     def __call__(self, images=None, candidate_labels: Sequence[str] | None = None, **kwargs: Any):
-        """Explain one image (a list of dicts) or several (a list of lists), `batch_size` images per call."""
+        """Explain one image (a list of dicts), a list of images (a list of lists), or stream a data set.
+
+        A `KeyDataset` or a generator gives an iterator of per-image results; `batch_size` and `num_workers` work
+        as in every transformers pipeline.
+        """
         images = kwargs.pop("image", images) if images is None else images
         if images is None:
             raise ValueError(f"the {TASK} pipeline needs images: pipe(image, candidate_labels=[...]).")
-        batch_size = kwargs.pop("batch_size", None) or self._batch_size or 1
-        kwargs.pop("num_workers", None)
         if candidate_labels is not None:
             kwargs["candidate_labels"] = candidate_labels
-        preprocess, forward, postprocess = self._sanitize_parameters(**kwargs)
-        preprocess = {**self._preprocess_params, **preprocess}
-        forward = {**self._forward_params, **forward}
-        postprocess = {**self._postprocess_params, **postprocess}
-        single = not isinstance(images, (list, tuple))
-        items = [images] if single else list(images)
-        if not items:
-            return []
-        results = []
-        for start in range(0, len(items), int(batch_size)):
-            model_inputs = self.preprocess(items[start : start + int(batch_size)], **preprocess)
-            model_outputs = self.forward(model_inputs, **forward)
-            results.extend(self.postprocess(model_outputs, **postprocess))
-        return results[0] if single else results
+        if isinstance(images, tuple):
+            images = list(images)
+        if isinstance(images, list) and not images:
+            return []  # the base class would index the first item
+        return super().__call__(images, **kwargs)
 
-    def preprocess(self, images, candidate_labels=None, hypothesis_template="{}", image_size=None, timeout=None):
-        pictures = [images_module.load(image, timeout) for image in images]
-        if self.explainer.adapter.is_dual_encoder:
-            if candidate_labels is None:
-                raise ValueError(
-                    f"{type(self.model).__name__} explains text prompts: pipe(image, candidate_labels=[...])."
-                )
-            labels = [candidate_labels] if isinstance(candidate_labels, str) else list(candidate_labels)
-            prompts = [hypothesis_template.format(label) for label in labels]
-        elif candidate_labels is not None:
-            raise ValueError(
-                f"{type(self.model).__name__} is an image classifier: use top_k=... or targets=[...], "
-                "not candidate_labels."
-            )
-        else:
-            labels = prompts = None
+    def preprocess(self, image, candidate_labels=None, hypothesis_template="{}", image_size=None, timeout=None):
+        """One image: its pixel tensors (batch of 1), the loaded picture, and the labels with their prompts."""
+        picture = images_module.load(image, timeout)
+        labels, prompts = self._labels_and_prompts(candidate_labels, hypothesis_template)
         processed = self.explainer.image_processor(
-            images=pictures, return_tensors="pt", **self.explainer.image_processor_kwargs(image_size)
+            images=[picture], return_tensors="pt", **self.explainer.image_processor_kwargs(image_size)
         )
-        tensors = {
-            k: processed[k] for k in ("pixel_values", "pixel_attention_mask", "spatial_shapes") if k in processed
-        }
-        return {
-            "tensors": tensors,
-            "pictures": pictures,
-            "labels": labels,
-            "prompts": prompts,
-            "image_size": image_size,
-        }
+        # SigLIP 2 pads every image to max_num_patches, so these stack along dim 0 in the base collate function.
+        model_inputs = {key: processed[key] for key in _PIXEL_KEYS if key in processed}
+        return {**model_inputs, "picture": picture, "labels": labels, "prompts": prompts}
+
+    def _labels_and_prompts(self, candidate_labels, hypothesis_template: str):
+        if not self.explainer.adapter.is_dual_encoder:
+            if candidate_labels is not None:
+                raise ValueError(
+                    f"{type(self.model).__name__} is an image classifier: use top_k=... or targets=[...], "
+                    "not candidate_labels."
+                )
+            return None, None
+        if candidate_labels is None:
+            raise ValueError(f"{type(self.model).__name__} explains text prompts: pipe(image, candidate_labels=[...]).")
+        labels = [candidate_labels] if isinstance(candidate_labels, str) else list(candidate_labels)
+        return labels, [hypothesis_template.format(label) for label in labels]
 
     def _forward(self, model_inputs, top_k=None, targets=None, layers=None, correction=None):
-        prompts = model_inputs["prompts"]
+        """Explain a batch with one `explain` call (one trunk forward).
+
+        `model_inputs` is one `preprocess` result, or with `batch_size` > 1 the base class's collation of several:
+        tensors concatenated along dim 0, every other item a list with one entry per image.
+        """
+        collated = isinstance(model_inputs["picture"], list)
+        pictures = model_inputs["picture"] if collated else [model_inputs["picture"]]
+        # Labels and prompts are call arguments, the same for every image of the batch.
+        labels = model_inputs["labels"][0] if collated else model_inputs["labels"]
+        prompts = model_inputs["prompts"][0] if collated else model_inputs["prompts"]
         output = self.explainer.explain(
             text=prompts,
             targets=targets,
             top_k=top_k,
             layers=layers,
             correction=correction,
-            **model_inputs["tensors"],
+            **{key: model_inputs[key] for key in _PIXEL_KEYS if key in model_inputs},
         )
-        return {
-            "output": output.to("cpu"),
-            "pictures": model_inputs["pictures"],
-            "labels": model_inputs["labels"],
-            "image_size": model_inputs["image_size"],
+        if labels is None:  # classifiers: the explained classes, shared or one list per image
+            shared = isinstance(output.labels[0], str)
+            per_image_labels = [output.labels if shared else output.labels[b] for b in range(len(pictures))]
+        else:
+            per_image_labels = [labels] * len(pictures)
+        # Tensors keep their batch dim; the base class slices them (and the lists) into one item per image.
+        model_outputs = {
+            "heatmaps": output.heatmaps,
+            "probabilities": output.probabilities,
+            "image_sizes": torch.tensor(output.image_sizes),
+            "labels": per_image_labels,
+            "picture": pictures,
         }
+        if not collated:  # goes to postprocess as it is: make it look like one item of an unbatched batch
+            model_outputs["labels"], model_outputs["picture"] = per_image_labels[0], pictures[0]
+        return model_outputs
 
-    def postprocess(self, model_outputs, alpha: float = 0.5, colormap: str = "inferno", return_tensors=False):
-        output = model_outputs["output"]
-        size_kwargs = self.explainer.image_processor_kwargs(model_outputs["image_size"])
-        results = []
-        for b, picture in enumerate(model_outputs["pictures"]):
-            width, height = picture.size
-            region = geometry.processed_region(
-                self.explainer.image_processor, width, height, size_kwargs.get("size"), size_kwargs.get("crop_size")
-            )
-            labels = model_outputs["labels"] or output.labels
-            labels = labels if isinstance(labels[0], str) else labels[b]
-            processed_height, processed_width = output.image_sizes[b]
-            entries = []
-            for k, label in enumerate(labels):
-                heatmap = output.heatmaps[b, k, :processed_height, :processed_width]
-                full = geometry.heatmap_on_original(heatmap, region, width, height)
-                entry = {
-                    "label": label,
-                    "score": float(output.probabilities[b, k]),
-                    "heatmap": visualize.heatmap_image(full),
-                    "overlay": visualize.overlay(picture, full, alpha=alpha, colormap=colormap),
-                }
-                if return_tensors:
-                    entry["map"] = full
-                entries.append(entry)
-            results.append(sorted(entries, key=lambda entry: entry["score"], reverse=True))
-        return results
+    def postprocess(
+        self, model_outputs, image_size=None, alpha: float = 0.5, colormap: str = "inferno", return_tensors=False
+    ):
+        """One image's results, sorted by score: the maps mapped back onto the original picture.
+
+        `model_outputs` holds heatmaps [1, prompts, height, width], probabilities [1, prompts], image_sizes [1, 2],
+        the image's labels and its picture.
+        """
+        picture = model_outputs["picture"]
+        width, height = picture.size
+        size_kwargs = self.explainer.image_processor_kwargs(image_size)
+        region = geometry.processed_region(
+            self.explainer.image_processor, width, height, size_kwargs.get("size"), size_kwargs.get("crop_size")
+        )
+        processed_height, processed_width = model_outputs["image_sizes"][0].tolist()
+        entries = []
+        for k, label in enumerate(model_outputs["labels"]):
+            heatmap = model_outputs["heatmaps"][0, k, :processed_height, :processed_width]
+            full = geometry.heatmap_on_original(heatmap, region, width, height)
+            entry = {
+                "label": label,
+                "score": float(model_outputs["probabilities"][0, k]),
+                "heatmap": visualize.heatmap_image(full),
+                "overlay": visualize.overlay(picture, full, alpha=alpha, colormap=colormap),
+            }
+            if return_tensors:
+                entry["map"] = full
+            entries.append(entry)
+        return sorted(entries, key=lambda entry: entry["score"], reverse=True)
+
+
+def _given(**parameters) -> dict[str, Any]:
+    """The parameters the caller gave (not None), so the step's own defaults apply to the rest."""
+    return {name: value for name, value in parameters.items() if value is not None}
 
 
 class _Components:
