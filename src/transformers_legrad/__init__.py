@@ -8,11 +8,17 @@ Importing the package registers the `legrad-explanation` pipeline task with tran
 package does not know is added with `register_adapter` (README: "Adding a model family").
 """
 
+from importlib import metadata as _metadata
+
 from .adapters import SUPPORTED_MODEL_CLASSES, DualEncoderAdapter, FamilyAdapter, FamilySpec, registry
 from .explainer import LeGradExplainer, LeGradOutput
 from .pipeline import LeGradExplanationPipeline, register_pipeline
+from .request import ExplanationRequest
 
-__version__ = "0.1.0"
+try:  # one source of truth: the version pyproject.toml gave the installed distribution
+    __version__ = _metadata.version("transformers-legrad")
+except _metadata.PackageNotFoundError:  # sources on the path without an install: "unknown", in PEP 440's local form
+    __version__ = "0+unknown"
 
 
 def register_adapter(adapter: type[FamilyAdapter], *, replace: bool = False) -> type[FamilyAdapter]:
@@ -42,6 +48,7 @@ register_pipeline()
 __all__ = [
     "SUPPORTED_MODEL_CLASSES",
     "DualEncoderAdapter",
+    "ExplanationRequest",
     "FamilyAdapter",
     "FamilySpec",
     "LeGradExplainer",

@@ -12,6 +12,7 @@ engine; model-family details live in `adapters/`.
 
 from __future__ import annotations
 
+import operator
 import threading
 import warnings
 import weakref
@@ -26,6 +27,7 @@ from . import engine, maps
 from .adapters import FamilyAdapter, PixelInputs, TextInputs, adapter_for
 from .engine import eval_mode, layer_relevance, run_trunk
 from .images import load as load_image
+from .request import ExplanationRequest
 
 #: The null prompt of SigLIP's correction, as in the authors' code.
 NULL_PROMPT = "a photo of a"
@@ -77,6 +79,29 @@ class LeGradOutput:
     image_sizes: list[tuple[int, int]]
     probabilities: torch.Tensor | None = None
     target_ids: torch.Tensor | None = None
+
+    @property
+    def num_prompts(self) -> int:
+        """Maps per image: the prompts, or the explained classes (`heatmaps.shape[1]`)."""
+        return self.heatmaps.shape[1]
+
+    def labels_for(self, b: int) -> list[str]:
+        """The labels of image `b`'s maps, one per prompt in map order, whether `labels` is shared or per image.
+
+        Args:
+            b: the image's index in the batch (negative counts from the end, as for a list).
+
+        Raises:
+            IndexError: `b` is not an image of this output.
+        """
+        if isinstance(b, bool):
+            raise TypeError("the image index must be an int, not a bool.")
+        b = operator.index(b)
+        batch = self.heatmaps.shape[0]
+        if not -batch <= b < batch:
+            raise IndexError(f"image {b} is out of range: this output holds {batch} image(s) (0..{batch - 1}).")
+        shared = not self.labels or isinstance(self.labels[0], str)
+        return list(self.labels if shared else self.labels[b])
 
     def to(self, device: torch.device | str) -> LeGradOutput:
         """A copy with every tensor on `device`."""
@@ -172,39 +197,31 @@ class LeGradExplainer:
         adapter = self.adapter
         explained_layers = self._resolve_layers(self.layers if layers is None else layers)
         apply_correction = self._resolve_correction(correction, null_text_embeds)
-        if adapter.is_dual_encoder:
-            if targets is not None or top_k is not None:
-                raise ValueError(
-                    f"`targets` and `top_k` are for image classifiers; {self._model_name} takes `text` prompts."
-                )
-            directions, labels = self._prompt_directions(text, text_embeds)
-            if apply_correction:
-                null_direction = self._null_direction(null_text_embeds)
-                directions = torch.cat([directions, null_direction], dim=0)
-        else:
-            if text is not None or text_embeds is not None:
-                raise ValueError(
-                    f"{self._model_name} is an image classifier: it explains classes, not text. Pass `targets` "
-                    "(class ids or label names from `model.config.id2label`), or nothing for the top-1 class."
-                )
-            shared_targets = self._validate_targets(targets)
-            top_k = self._validate_top_k(top_k, targets)
-        pixels = self._pixel_inputs(images, pixel_values, image_size, pixel_attention_mask, spatial_shapes)
+        request = self.prepare_request(
+            images,
+            text,
+            pixel_values=pixel_values,
+            text_embeds=text_embeds,
+            targets=targets,
+            top_k=top_k,
+            image_size=image_size,
+            pixel_attention_mask=pixel_attention_mask,
+            spatial_shapes=spatial_shapes,
+            null_prompt=apply_correction,
+            null_text_embeds=null_text_embeds if apply_correction else None,
+        )
+        pixels = request.pixels
 
         with _model_lock(self.model), eval_mode(self.model):
             capture = run_trunk(adapter, pixels, explained_layers, self.score)
-            if adapter.is_dual_encoder:
-                directions = directions.to(capture.image_features.device)
-                batch_directions = directions.unsqueeze(0).expand(pixels.batch_size, -1, -1)
-                target_ids = None
-            else:
-                target_ids = self._target_ids(shared_targets, capture.image_features, top_k)
-                batch_directions = F.one_hot(target_ids, adapter.num_labels).float()
-                labels = self._target_labels(target_ids)
+            batch_directions, labels, target_ids = request.directions_for(capture.image_features)
+            num_prompts = batch_directions.shape[1]
+            if apply_correction:  # the null prompt's map is explained alongside, then subtracted (maps.py)
+                null = request.null_direction.to(batch_directions.device)
+                batch_directions = torch.cat([batch_directions, null.expand(pixels.batch_size, 1, -1)], dim=1)
             relevance = layer_relevance(
                 adapter, capture, pixels, batch_directions, explained_layers, self.score, engine.PROMPT_CHUNK_SIZE
             )
-            num_prompts = len(labels) if isinstance(labels[0], str) else len(labels[0])
             scores = adapter.final_scores(capture.image_features, batch_directions[:, :num_prompts])
             probabilities = adapter.probabilities(capture.image_features, batch_directions[:, :num_prompts], scores)
 
@@ -230,6 +247,71 @@ class LeGradExplainer:
         )
 
     __call__ = explain
+
+    # --- the request every method shares -----------------------------------------------------------------------
+    def prepare_request(
+        self,
+        images=None,
+        text: str | Sequence[str] | None = None,
+        *,
+        pixel_values: torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+        targets=None,
+        top_k: int | None = None,
+        image_size: int | tuple[int, int] | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
+        null_prompt: bool = False,
+        null_text_embeds: torch.Tensor | None = None,
+    ) -> ExplanationRequest:
+        """Validate an explanation's inputs and make them model-ready, without running the vision trunk.
+
+        `explain` and every evaluation baseline start here, so a bad input fails the same way for all of them.
+        The checks run in this order: prompts or targets (dual encoders: `text` / `text_embeds`, encoded by the
+        text tower; classifiers: `targets`, then `top_k`), then the images (processed or checked `pixel_values`).
+
+        Args:
+            images, text, pixel_values, text_embeds, targets, top_k, image_size, pixel_attention_mask,
+                spatial_shapes: as for `explain`.
+            null_prompt: dual encoders: also encode SigLIP's null prompt (`NULL_PROMPT`, or `null_text_embeds`)
+                into `request.null_direction`, for LeGrad's correction; the request itself does not apply it.
+            null_text_embeds: with `null_prompt`, the null prompt's [1, dim] embedding instead of the processor.
+
+        Returns:
+            ExplanationRequest: validated `pixels`; dual encoders: `directions` [prompts, features] and `labels`;
+            classifiers: `targets` and `top_k`. `request.directions_for(features)` resolves them per image.
+
+        Example:
+            >>> request = explainer.prepare_request(images=image, text=["a cat", "a dog"])
+            >>> request.pixels.batch_size, request.directions.shape  # 1, [2 prompts, embedding dim]
+        """
+        adapter = self.adapter
+        if null_text_embeds is not None and not null_prompt:
+            raise ValueError("`null_text_embeds` is the null prompt's embedding: pass it with `null_prompt=True`.")
+        if adapter.is_dual_encoder:
+            if targets is not None or top_k is not None:
+                raise ValueError(
+                    f"`targets` and `top_k` are for image classifiers; {self._model_name} takes `text` prompts."
+                )
+            directions, labels = self._prompt_directions(text, text_embeds)
+            null_direction = self._null_direction(null_text_embeds) if null_prompt else None
+            pixels = self._pixel_inputs(images, pixel_values, image_size, pixel_attention_mask, spatial_shapes)
+            return ExplanationRequest(pixels, directions, labels, null_direction=null_direction)
+        if text is not None or text_embeds is not None:
+            raise ValueError(
+                f"{self._model_name} is an image classifier: it explains classes, not text. Pass `targets` "
+                "(class ids or label names from `model.config.id2label`), or nothing for the top-1 class."
+            )
+        if null_prompt:
+            raise ValueError(f"`null_prompt` is for SigLIP's correction; {self._model_name} explains classes.")
+        shared_targets = self._validate_targets(targets)
+        top_k = self._validate_top_k(top_k, targets)
+        pixels = self._pixel_inputs(images, pixel_values, image_size, pixel_attention_mask, spatial_shapes)
+        if shared_targets is not None and shared_targets.dim() == 2 and shared_targets.shape[0] != pixels.batch_size:
+            raise ValueError(f"`targets` has {shared_targets.shape[0]} rows but there are {pixels.batch_size} images.")
+        return ExplanationRequest(
+            pixels, targets=shared_targets, top_k=top_k, num_labels=adapter.num_labels, id2label=adapter.id2label
+        )
 
     # --- layers and options ------------------------------------------------------------------------------------
     @property
@@ -428,23 +510,6 @@ class LeGradExplainer:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= num_labels:
             raise ValueError(f"`top_k` must be an int from 1 to {num_labels} (the model's classes), got {top_k!r}.")
         return top_k
-
-    def _target_ids(self, targets: torch.Tensor | None, logits: torch.Tensor, top_k: int) -> torch.Tensor:
-        batch = logits.shape[0]
-        if targets is None:
-            return logits.topk(top_k, dim=-1).indices.cpu()
-        if targets.dim() == 1:
-            return targets.unsqueeze(0).expand(batch, -1).contiguous()
-        if targets.shape[0] != batch:
-            raise ValueError(f"`targets` has {targets.shape[0]} rows but there are {batch} images.")
-        return targets
-
-    def _target_labels(self, target_ids: torch.Tensor) -> list[str] | list[list[str]]:
-        id2label = self.adapter.id2label
-        per_image = [[id2label.get(int(i), f"class {int(i)}") for i in row] for row in target_ids.tolist()]
-        if all(row == per_image[0] for row in per_image):
-            return per_image[0]
-        return per_image
 
     # --- images ------------------------------------------------------------------------------------------------
     def _pixel_inputs(self, images, pixel_values, image_size, pixel_attention_mask, spatial_shapes) -> PixelInputs:

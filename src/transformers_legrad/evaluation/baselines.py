@@ -189,7 +189,7 @@ class BaselineExplainer:
         self.model = model
         self.processor = processor
         self.eager_model = eager_copy(model) if eager_model is None else eager_model
-        # Input validation, the processor and the text tower are LeGrad's own, run on the copy.
+        # Input validation, the processor and the text tower are LeGrad's own (`prepare_request`), on the copy.
         self._inputs = LeGradExplainer(self.eager_model, processor)
         self.adapter = self._inputs.adapter
 
@@ -212,28 +212,24 @@ class BaselineExplainer:
             LeGradOutput: `grid_maps` [batch, prompts, h, w] (the method's patch relevance, >= 0), `heatmaps`
             [batch, prompts, height, width] in [0, 1], `scores` (the model's own), `labels`; no `layer_maps`.
         """
-        inputs, adapter = self._inputs, self.adapter
-        if adapter.is_dual_encoder:
-            if targets is not None or top_k is not None:
-                raise ValueError(f"`targets` and `top_k` are for image classifiers; {self._name} takes `text`.")
-            directions, labels = inputs._prompt_directions(text, text_embeds)
-        else:
-            if text is not None or text_embeds is not None:
-                raise ValueError(f"{self._name} is an image classifier: pass `targets`, not text.")
-            shared_targets = inputs._validate_targets(targets)
-            top_k = inputs._validate_top_k(top_k, targets)
-        pixels = inputs._pixel_inputs(images, pixel_values, image_size, pixel_attention_mask, spatial_shapes)
+        adapter = self.adapter
+        request = self._inputs.prepare_request(
+            images,
+            text,
+            pixel_values=pixel_values,
+            text_embeds=text_embeds,
+            targets=targets,
+            top_k=top_k,
+            image_size=image_size,
+            pixel_attention_mask=pixel_attention_mask,
+            spatial_shapes=spatial_shapes,
+        )
+        pixels = request.pixels
 
         with eval_mode(self.eager_model), torch.set_grad_enabled(self.uses_gradients):
             recording = self._forward(pixels)
             features = recording.features
-            if adapter.is_dual_encoder:
-                batch_directions = directions.to(features.device).unsqueeze(0).expand(pixels.batch_size, -1, -1)
-                target_ids = None
-            else:
-                target_ids = inputs._target_ids(shared_targets, features.detach(), top_k)
-                batch_directions = F.one_hot(target_ids, adapter.num_labels).float().to(features.device)
-                labels = inputs._target_labels(target_ids)
+            batch_directions, labels, target_ids = request.directions_for(features)
             differentiable_scores = torch.einsum("bf,bkf->bk", features, batch_directions)
             relevance = self._relevance(recording, differentiable_scores).detach()
         features = features.detach()
