@@ -57,3 +57,30 @@ def heatmap_on_original(
     canvas = torch.zeros(height, width, dtype=torch.float32)
     canvas[top:bottom, left:right] = resized.clamp(0.0, 1.0)
     return canvas
+
+
+def maps_on_original(
+    heatmaps: torch.Tensor,
+    processed_size: tuple[int, int],
+    original_size: tuple[int, int],
+    image_processor,
+    size_kwargs: dict | None = None,
+) -> torch.Tensor:
+    """One image's heatmaps placed on the picture the user gave: float32 [prompts, height, width].
+
+    The one way every caller (pipeline, data-set writer, benchmark) maps explanations back onto the original image.
+
+    Args:
+        heatmaps: [prompts, H, W], the image's maps at the processed size (padded to the batch's largest image for
+            SigLIP 2: only the top-left `processed_size` is the image's own).
+        processed_size: (height, width) of the processed image (`LeGradOutput.image_sizes[b]`).
+        original_size: (width, height) of the original picture, as PIL gives `image.size`.
+        image_processor: the processor that made the model's input.
+        size_kwargs: the size settings it was called with (`LeGradExplainer.image_processor_kwargs(image_size)`).
+    """
+    size_kwargs = size_kwargs or {}
+    width, height = original_size
+    region = processed_region(image_processor, width, height, size_kwargs.get("size"), size_kwargs.get("crop_size"))
+    processed_height, processed_width = (int(value) for value in processed_size)
+    own = heatmaps[:, :processed_height, :processed_width]
+    return torch.stack([heatmap_on_original(heatmap, region, width, height) for heatmap in own])

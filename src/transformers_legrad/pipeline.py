@@ -178,16 +178,15 @@ class LeGradExplanationPipeline(Pipeline):
         the image's labels and its picture.
         """
         picture = model_outputs["picture"]
-        width, height = picture.size
-        size_kwargs = self.explainer.image_processor_kwargs(image_size)
-        region = geometry.processed_region(
-            self.explainer.image_processor, width, height, size_kwargs.get("size"), size_kwargs.get("crop_size")
+        full_maps = geometry.maps_on_original(
+            model_outputs["heatmaps"][0],
+            model_outputs["image_sizes"][0].tolist(),
+            picture.size,
+            self.explainer.image_processor,
+            self.explainer.image_processor_kwargs(image_size),
         )
-        processed_height, processed_width = model_outputs["image_sizes"][0].tolist()
         entries = []
-        for k, label in enumerate(model_outputs["labels"]):
-            heatmap = model_outputs["heatmaps"][0, k, :processed_height, :processed_width]
-            full = geometry.heatmap_on_original(heatmap, region, width, height)
+        for k, (label, full) in enumerate(zip(model_outputs["labels"], full_maps, strict=True)):
             entry = {
                 "label": label,
                 "score": float(model_outputs["probabilities"][0, k]),
