@@ -22,6 +22,7 @@ One output row per (image, prompt or class), in data-set order, then prompt orde
 `image_id`, `row`, `query_index`, `label`, `class_id` (classifiers), `score` (the probability as the family's
 pipeline reports it), `logit` (`LeGradOutput.scores`), `grid_map` (the raw patch grid map, flattened, float32),
 `grid_shape` ([h, w]) and, with `save_png`, `heatmap_png` / `overlay_png` (paths relative to the output folder).
+Read it back with `read_results(out)` or `datasets.load_dataset("parquet", data_files=f"{out}/shard-*.parquet")`.
 
 The package is split by job: `reading` (data sets in: `read_dataset`, image columns, decoding, the rows' queries,
 benchmark examples with masks), `explaining` (`explain_dataset`: the rows of this process's shards through the

@@ -26,7 +26,7 @@ from .results import (
 
 __all__ = ["explain_dataset"]
 
-# --- explaining --------------------------------------------------------------------------------------------------
+
 def explain_dataset(
     explainer,
     dataset,
