@@ -7,7 +7,6 @@ example scenes of `transformers_legrad.demo`, so it runs offline) and `--out` (t
 from __future__ import annotations
 
 import argparse
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from PIL import Image
 
 from transformers_legrad import demo, visualize
 from transformers_legrad.images import open_image
+from transformers_legrad.visualize import slug  # file-name-safe labels; the examples import it from here
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # The bundled scenes are 64 x 64; they are enlarged (nearest neighbour, so they stay crisp) for a real checkpoint's
@@ -80,11 +80,6 @@ def image_paths(items: list[str]) -> list[Path]:
 
 def enlarge(image: Image.Image, size: int = SCENE_DISPLAY_SIZE) -> Image.Image:
     return image.resize((size, size), Image.Resampling.NEAREST)
-
-
-def slug(text: str) -> str:
-    """A file-name-safe form of a prompt: "a red circle" -> "a-red-circle"."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "prompt"
 
 
 def output_folder(path: Path) -> Path:

@@ -59,6 +59,7 @@ from transformers import (  # noqa: E402
 
 from transformers_legrad import LeGradExplainer  # noqa: E402
 from transformers_legrad.cards import card_metadata, render_model_card  # noqa: E402
+from transformers_legrad.evaluation import metrics as evaluation_metrics  # noqa: E402
 from transformers_legrad.evaluation import synthetic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -435,7 +436,7 @@ def pointing_game(model, processor, scenes, **explain_kwargs) -> dict:
             out = explainer.explain(images=scene.image, text=scene.captions, **explain_kwargs)
             objects = scene.objects
         for k, obj in enumerate(objects):
-            hits += synthetic.pointing_hit(out.heatmaps[0, k].numpy(), obj.mask)
+            hits += evaluation_metrics.pointing_game(out.heatmaps[0, k].numpy(), obj.mask)
             chance += obj.mask.mean()
             queries += 1
     return {"hit_rate": hits / queries, "chance": chance / queries, "queries": queries, "scenes": len(scenes)}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from transformers_legrad import cli
 from transformers_legrad.evaluation import benchmark, synthetic
 from transformers_legrad.evaluation.baselines import METHODS
 from transformers_legrad.evaluation.benchmark import format_table, run_benchmark
@@ -214,7 +215,7 @@ def test_command_line_writes_json_table_and_figure(clip, tmp_path, capsys):
         "--figure",
         str(figure),
     ]
-    assert benchmark.main(argv) == 0
+    assert cli.main(["benchmark", *argv]) == 0
     printed = capsys.readouterr().out
     assert "| legrad " in printed and "| rollout " in printed and f"wrote {out}" in printed
     record = json.loads(out.read_text())
@@ -247,7 +248,7 @@ def test_command_line_user_errors(clip, tmp_path, capsys):
         (["--model", clip.path, "--threshold", "high", "--json", json_path], "--threshold"),
     ]
     for argv, message in cases:
-        assert benchmark.main(argv) == 2
+        assert cli.main(["benchmark", *argv]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
 
@@ -259,7 +260,7 @@ def test_default_models_missing_is_a_clear_error(tmp_path, capsys, monkeypatch):
         raise FileNotFoundError(f"the bundled demo model {name!r} is not installed")
 
     monkeypatch.setattr(demo, "model_path", not_installed)
-    assert benchmark.main(["--json", str(tmp_path / "r.json")]) == 2
+    assert cli.main(["benchmark", "--json", str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err
     assert "bundled demo models are not installed" in err and "--model" in err
 
@@ -283,7 +284,7 @@ def test_per_example_values_add_up_to_the_summary(clip, scenes):
 def test_figure_examples_start_with_a_multi_object_image():
     scenes = synthetic.generate(6, seed=3)
     examples = examples_from_scenes(scenes)
-    chosen = benchmark._figure_examples(examples, 2)
+    chosen = benchmark.figure_examples(examples, 2)
     first_multi = next(scene for scene in scenes if len(scene.objects) > 1)
     assert [example.image for example in chosen] == [first_multi.image] * 2
     assert [example.prompt for example in chosen] == first_multi.captions[:2]

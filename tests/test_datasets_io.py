@@ -125,7 +125,7 @@ def test_an_interrupted_run_resumes_to_the_same_content(clip, scene_folder, tmp_
     complete, interrupted = tmp_path / "complete", tmp_path / "interrupted"
     assert run_single_threaded(explain_args(clip.path, scene_folder, complete)) == 0
 
-    real_write = datasets_io._ShardWriter.write
+    real_write = datasets_io.results._ShardWriter.write
     written = []
 
     def write_then_stop(self, index, records, failed):
@@ -134,9 +134,9 @@ def test_an_interrupted_run_resumes_to_the_same_content(clip, scene_folder, tmp_
         real_write(self, index, records, failed)
         written.append(index)
 
-    monkeypatch.setattr(datasets_io._ShardWriter, "write", write_then_stop)
+    monkeypatch.setattr(datasets_io.results._ShardWriter, "write", write_then_stop)
     assert run_single_threaded(explain_args(clip.path, scene_folder, interrupted)) == 130
-    monkeypatch.setattr(datasets_io._ShardWriter, "write", real_write)
+    monkeypatch.setattr(datasets_io.results._ShardWriter, "write", real_write)
     assert shard_names(interrupted) == ["shard-00000-of-00004.parquet"]
     with pytest.raises(datasets_io.DatasetError, match="1 of 4 shards present"):
         datasets_io.read_results(interrupted)
@@ -269,9 +269,9 @@ def test_unlabelled_class_label_rows_are_refused_not_wrapped():
     features = datasets.Features({"label": datasets.ClassLabel(names=["cat", "dog"])})
     dataset = datasets.Dataset.from_dict({"label": [0, -1]}, features=features)
     query = datasets_io.DatasetQuery(column="label", template="a photo of a {}")
-    assert datasets_io._row_queries(dataset, query, True, range(0, 1)) == [("a photo of a cat",)]
+    assert datasets_io.reading._row_queries(dataset, query, True, range(0, 1)) == [("a photo of a cat",)]
     with pytest.raises(datasets_io.DatasetError, match=r"row 1: .*no label \(-1\)"):
-        datasets_io._row_queries(dataset, query, True, range(0, 2))
+        datasets_io.reading._row_queries(dataset, query, True, range(0, 2))
 
 
 def test_image_ids_are_relative_to_the_data_set_folder_wherever_the_command_runs(clip, tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ from transformers import (
 )
 
 from transformers_legrad import LeGradExplainer, demo
-from transformers_legrad.evaluation import synthetic
+from transformers_legrad.evaluation import metrics, synthetic
 
 HELD_OUT_SEED = 31_337
 VIT_MARGIN = 1.5  # the "vit" task: name the largest object, at least this many times larger than any other
@@ -150,7 +150,7 @@ def test_dual_encoder_maps_point_at_the_prompted_object(name, loaded, held_out):
         out = explainer.explain(images=scene.image, text=scene.captions)
         assert out.heatmaps.shape == (1, len(scene.objects), 64, 64)
         for k, obj in enumerate(scene.objects):
-            hits.append(synthetic.pointing_hit(out.heatmaps[0, k].numpy(), obj.mask))
+            hits.append(metrics.pointing_game(out.heatmaps[0, k].numpy(), obj.mask))
             chance.append(obj.mask.mean())
     assert np.mean(hits) >= MIN_POINTING[name] > 4 * np.mean(chance)
 
@@ -163,7 +163,7 @@ def test_vit_maps_point_at_the_largest_object(loaded, held_out):
     out = explainer.explain(
         images=[s.image for s in scenes], targets=torch.tensor([[synthetic.LABELS.index(t.label)] for t in targets])
     )
-    hits = [synthetic.pointing_hit(out.heatmaps[b, 0].numpy(), t.mask) for b, t in enumerate(targets)]
+    hits = [metrics.pointing_game(out.heatmaps[b, 0].numpy(), t.mask) for b, t in enumerate(targets)]
     assert np.mean(hits) >= MIN_POINTING["vit"]
 
 

@@ -132,19 +132,6 @@ def test_largest_object():
     assert synthetic.largest_object(scene, margin=1e6) is None
 
 
-def test_pointing_hit():
-    mask = np.zeros((8, 8), dtype=bool)
-    mask[2:4, 2:4] = True
-    heatmap = np.zeros((8, 8), dtype=np.float32)
-    heatmap[3, 3] = 1.0
-    assert synthetic.pointing_hit(heatmap, mask)
-    heatmap[3, 3], heatmap[6, 6] = 0.0, 1.0
-    assert not synthetic.pointing_hit(heatmap, mask)
-    assert synthetic.pointing_hit(heatmap, mask, tolerance=4.5)
-    with pytest.raises(ValueError, match="same shape"):
-        synthetic.pointing_hit(heatmap, mask[:4])
-
-
 def test_fast():
     start = time.perf_counter()
     synthetic.generate(1000, seed=0)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -36,6 +35,7 @@ from transformers import pipeline
 
 import transformers_legrad  # noqa: F401  (registers the "legrad-explanation" task)
 from transformers_legrad import demo
+from transformers_legrad.visualize import slug
 
 DEMO_PREFIX = "demo:"
 #: (shown name, value): bundled demo models first (offline), then Hub checkpoints, loaded when first picked.
@@ -160,7 +160,7 @@ def write_archive(results: list[dict], layers: list[int], model_choice: str) -> 
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.write(npz, "maps.npz")
         for index, result in enumerate(results):
-            stem = f"{index}_{_slug(result['label'])}"
+            stem = f"{index}_{slug(result['label'])}"
             for kind in ("overlay", "heatmap"):
                 png = folder / f"{stem}_{kind}.png"
                 result[kind].save(png)
@@ -183,10 +183,6 @@ def _prune_outputs() -> None:
             continue
         if old:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "map"
 
 
 # --- the page -----------------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ and `run_demo(out_dir)` writes LeGrad overlays and a labelled grid for a few exa
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,7 +161,7 @@ def run_demo(out_dir: str | os.PathLike, model: str = "clip", n: int = 4, seed: 
         picture.save(out_dir / f"{stem}.png")
         written.append(out_dir / f"{stem}.png")
         for k, label in enumerate(labels):
-            path = out_dir / f"{stem}_{_slug(label)}.png"
+            path = out_dir / f"{stem}_{visualize.slug(label)}.png"
             visualize.overlay(picture, output.heatmaps[0, k]).save(path)
             written.append(path)
         written.append(
@@ -188,7 +187,3 @@ def _absent_caption(scene: synthetic.Scene) -> str:
         if label not in scene.labels:
             return synthetic.caption(label)
     raise AssertionError("unreachable: a scene holds at most 4 objects")  # pragma: no cover
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")

@@ -8,7 +8,7 @@ object can be seen and named. Within a scene, no two objects share both colour a
 "a red circle" names exactly one object.
 
 The demo models of `transformers_legrad.demo` are trained on these scenes, and the masks let a map be scored (e.g.
-the pointing game: does the map's maximum fall inside the object it was asked about?).
+the pointing game, `metrics.pointing_game`: does the map's maximum fall inside the object it was asked about?).
 
 Example:
     >>> from transformers_legrad.evaluation.synthetic import generate
@@ -19,7 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -34,7 +37,7 @@ __all__ = [
     "caption",
     "generate",
     "largest_object",
-    "pointing_hit",
+    "save_scenes",
 ]
 
 #: Object colours and their nominal RGB values (each object gets a small random variation of its colour).
@@ -164,24 +167,56 @@ def largest_object(scene: Scene, margin: float = 1.0) -> SceneObject | None:
     return ordered[0]
 
 
-def pointing_hit(heatmap: np.ndarray, mask: np.ndarray, tolerance: float = 0.0) -> bool:
-    """The pointing game for one map: is its maximum (the first, in row-major order) on the object?
+# --- writing scenes as a data set -------------------------------------------------------------------------------
+def save_scenes(scenes, folder: str | os.PathLike, layout: str = "imagefolder") -> Path:
+    """Write scenes as a data set (read back with `datasets_io.read_dataset`): for tests, examples and throughput runs.
 
     Args:
-        heatmap: float [height, width] map, e.g. `LeGradOutput.heatmaps[b, k]` of an image_size x image_size scene.
-        mask: bool [height, width] visible mask of the queried object, the same size.
-        tolerance: also a hit when the maximum lies within this many pixels of the mask.
+        scenes: `generate(...)` scenes.
+        folder: where to write (created).
+        layout: "imagefolder": `scene-NNNNN.png` files and a `metadata.jsonl` with each scene's "prompts" (one
+            caption per object); "parquet": one `data.parquet` with one row per object: "image", "mask", "prompt",
+            "label" (for the benchmark).
+
+    Returns:
+        What to pass as the data set: the folder (imagefolder) or the parquet file.
     """
-    heatmap, mask = np.asarray(heatmap), np.asarray(mask, dtype=bool)
-    if heatmap.shape != mask.shape:
-        raise ValueError(f"`heatmap` {heatmap.shape} and `mask` {mask.shape} must have the same shape.")
-    row, column = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    if mask[row, column]:
-        return True
-    if tolerance <= 0 or not mask.any():
-        return False
-    rows, columns = np.nonzero(mask)
-    return bool(((rows - row) ** 2 + (columns - column) ** 2).min() <= tolerance**2)
+    import datasets
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if layout == "imagefolder":
+        lines = []
+        for index, scene in enumerate(scenes):
+            name = f"scene-{index:05d}.png"
+            scene.image.save(folder / name)
+            lines.append(json.dumps({"file_name": name, "prompts": scene.captions}))
+        (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+        return folder
+    if layout != "parquet":
+        raise ValueError(f"`layout` must be 'imagefolder' or 'parquet', got {layout!r}.")
+    columns: dict[str, list] = {"image": [], "mask": [], "prompt": [], "label": []}
+    for scene in scenes:
+        for obj in scene.objects:
+            columns["image"].append(scene.image)
+            columns["mask"].append(_png(obj.mask))
+            columns["prompt"].append(obj.caption)
+            columns["label"].append(obj.label)
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "mask": datasets.Image(),
+            "prompt": datasets.Value("string"),
+            "label": datasets.Value("string"),
+        }
+    )
+    path = folder / "data.parquet"
+    datasets.Dataset.from_dict(columns, features=features).to_parquet(str(path))
+    return path
+
+
+def _png(mask: np.ndarray) -> Image.Image:
+    return Image.fromarray(mask.astype(np.uint8) * 255)
 
 
 # --- drawing ----------------------------------------------------------------------------------------------------

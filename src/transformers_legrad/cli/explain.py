@@ -1,39 +1,37 @@
-"""The `legrad` command line: explain folders of images, export Hub-ready pipelines, run the demo.
+"""`legrad explain`: maps for image files and folders (PNG files), or for a whole data set (sharded Parquet).
 
     legrad explain IMAGE_OR_DIR... --model ID_OR_DIR --prompt TEXT [--prompt TEXT ...] --out DIR
     legrad explain IMAGE_OR_DIR... --model VIT_ID --top-k 3 --out DIR
     legrad explain --dataset NAME_OR_PATH [--split S] --model ID_OR_DIR --prompt TEXT --out DIR   (sharded Parquet)
     accelerate launch --num_processes N -m transformers_legrad.cli explain --dataset ...        (N processes)
-    legrad export MODEL --out DIR
-    legrad demo --out DIR
 
-User errors (a bad flag, an unknown model, an unreadable image) are reported in one line on stderr, without a
-traceback (`--debug` shows it). A bad image among many is reported by name and skipped; the others are written, and
-the exit status is 1 if any input failed.
+A bad image among many is reported by name and skipped; the others are written, and the exit status is 1 if any
+input failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
+from .common import (
+    EXIT_INPUT_FAILED,
+    EXIT_OK,
+    UserError,
+    add_dataset_arguments,
+    load_pipeline,
+    parse_image_size,
+    parse_layers,
+)
+
+__all__ = ["add_parser", "iter_image_paths", "run"]
 
 
-class UserError(Exception):
-    """A problem the user can fix; reported in one line, without a traceback."""
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="legrad", description="LeGrad explainability maps for vision transformers.")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show Python tracebacks")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def add_parser(commands, common: argparse.ArgumentParser) -> None:
+    """Add `legrad explain` to the subcommands `commands`; `common` holds the options every subcommand takes."""
     explain = commands.add_parser(
         "explain", parents=[common], help="explain images with prompts (CLIP/SigLIP) or classes"
     )
@@ -56,74 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--id-column", default=None, help="column naming each image (default: its file name or row)")
     data.add_argument("--shard-size", type=int, default=None, help="rows per output Parquet shard (default 256)")
     data.add_argument("--save-png", action="store_true", help="also write heatmap and overlay PNGs")
-
-    export = commands.add_parser(
-        "export", parents=[common], help="write a Hub-ready folder: weights, processor, pipeline, card"
-    )
-    export.add_argument("model", help="Hub id or local folder of a supported model")
-    export.add_argument("--out", required=True, type=Path, help="output folder")
-    export.add_argument(
-        "--base-model", default=None, help="Hub id of the base checkpoint, for the card (needed for a local MODEL)"
-    )
-
-    commands.add_parser(
-        "benchmark", add_help=False, help="localization metrics of LeGrad and baselines (see `legrad benchmark -h`)"
-    ).add_argument("arguments", nargs=argparse.REMAINDER)
-
-    demo = commands.add_parser(
-        "demo", parents=[common], help="explain bundled example scenes with the bundled demo model"
-    )
-    demo.add_argument("--out", required=True, type=Path, help="output folder")
-    demo.add_argument("--model", default="clip", choices=["clip", "siglip", "vit"], help="bundled model (clip)")
-    return parser
-
-
-def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    """The data-set inputs `legrad explain` and `legrad benchmark` share."""
-    group = parser.add_argument_group("data set input (Hugging Face datasets)")
-    group.add_argument(
-        "--dataset",
-        default=None,
-        metavar="NAME_OR_PATH",
-        help="a folder (imagefolder, parquet/JSONL files, save_to_disk), a parquet/JSONL/CSV file, or a Hub name",
-    )
-    group.add_argument("--split", default=None, help="data-set split (default: the only one)")
-    group.add_argument("--image-column", default=None, help="image column (default: the first Image column)")
-    group.add_argument(
-        "--prompt-column",
-        default=None,
-        help="column with each row's prompt(s) (CLIP/SigLIP) or class name/id (classifiers), instead of --prompt",
-    )
-    group.add_argument(
-        "--prompt-template", default="{}", help="how a --prompt-column value becomes a prompt, e.g. 'a photo of a {}'"
-    )
-
-
-def parse_layers(text: str | None):
-    """'all', 'N' (the last N blocks) or a comma-separated list of block indices."""
-    if text is None or text == "all":
-        return text
-    try:
-        if "," not in text:
-            return int(text)
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"--layers must be 'all', N or indices like 0,5,-1; got {text!r}") from None
-
-
-def parse_image_size(text: str | None):
-    if text is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
-    if not match:
-        raise UserError(f"--image-size must be N or HxW (e.g. 448 or 448x336); got {text!r}")
-    height = int(match.group(1))
-    return height if match.group(2) is None else (height, int(match.group(2)))
+    explain.set_defaults(handler=run, user_errors=(UserError,))
 
 
 def iter_image_paths(inputs: Sequence[str]) -> Iterator[Path]:
     """Files as given; folders expanded to their image files, sorted. A missing path is yielded to fail later."""
-    from .images import IMAGE_SUFFIXES
+    from ..images import IMAGE_SUFFIXES
 
     for name in inputs:
         path = Path(name)
@@ -133,37 +69,8 @@ def iter_image_paths(inputs: Sequence[str]) -> Iterator[Path]:
             yield path
 
 
-def load_pipeline(model: str, device: str | None, dtype: str | None):
-    """The `legrad-explanation` pipeline for `model`, or UserError when it cannot be loaded."""
-    import torch
-    from transformers import pipeline
-
-    from . import pipeline as _  # noqa: F401  (registers the task)
-
-    local = Path(model).expanduser()
-    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
-    if looks_local and not local.exists():
-        raise UserError(f"{model}: no such model folder")
-    if local.exists():
-        if not (local / "config.json").is_file():
-            raise UserError(f"{model}: not a model folder (no config.json)")
-        model = str(local)
-    kwargs = {}
-    if dtype is not None:
-        kwargs["dtype"] = getattr(torch, dtype)
-    if device == "auto":
-        kwargs["device_map"] = "auto"
-    elif device is not None:
-        kwargs["device"] = device
-    try:
-        return pipeline("legrad-explanation", model=model, **kwargs)
-    except TypeError as error:
-        raise UserError(f"{model}: {error}") from error
-    except (OSError, ValueError, KeyError) as error:
-        raise UserError(f"could not load model {model!r}: {str(error).splitlines()[0]}") from error
-
-
-def explain_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """`legrad explain ...`: exit 0, or 1 when some input failed; a `UserError` for what the user can fix."""
     if args.dataset is not None:
         if args.inputs:
             raise UserError("give either IMAGE_OR_DIR arguments or --dataset, not both")
@@ -177,8 +84,8 @@ def explain_command(args: argparse.Namespace) -> int:
         raise UserError("--save-png goes with --dataset (image folders always get PNGs)")
     from huggingface_hub.utils import tqdm
 
-    from . import visualize
-    from .images import ImageReadError, open_image
+    from .. import visualize
+    from ..images import ImageReadError, open_image
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
@@ -245,7 +152,7 @@ def explain_command(args: argparse.Namespace) -> int:
 
 def dataset_command(args: argparse.Namespace) -> int:
     """`legrad explain --dataset ...`: sharded Parquet results, split across accelerate's processes."""
-    from . import datasets_io
+    from .. import datasets_io
 
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError("--alpha must be between 0 and 1")
@@ -337,7 +244,7 @@ def process_state(device: str | None):
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
-    from . import visualize
+    from .. import visualize
 
     stem, index = visualize.slug(path.stem, 60), 1
     candidate = stem
@@ -374,66 +281,3 @@ def _write_image_results(out: Path, stem: str, path: Path, image, entries, visua
         colormap=call["colormap"],
     )
     return records
-
-
-def export_command(args: argparse.Namespace) -> int:
-    from .export import export_pipeline
-
-    base_model = args.base_model
-    if base_model is None:
-        if Path(args.model).expanduser().exists():
-            raise UserError(f"{args.model} is a local folder: name its Hub checkpoint with --base-model ORG/NAME")
-        base_model = args.model
-    pipe = load_pipeline(args.model, None, None)
-    try:
-        folder = export_pipeline(pipe, args.out, model_id=base_model)
-    except ValueError as error:
-        raise UserError(str(error)) from error
-    print(f"wrote a Hub-ready folder to {folder}")
-    return EXIT_OK
-
-
-def demo_command(args: argparse.Namespace) -> int:
-    try:
-        from .demo import run_demo
-    except ImportError:
-        raise UserError(
-            "the bundled demo models are not part of this installation; run `legrad explain IMAGE --model "
-            "openai/clip-vit-base-patch16 --prompt 'a cat' --out DIR` on a checkpoint you have"
-        ) from None
-    try:
-        written = run_demo(args.out, model=args.model)
-    except FileNotFoundError as error:
-        raise UserError(str(error)) from error
-    grids = [path for path in written if path.name.endswith("_grid.png")]
-    print(f"wrote {len(written)} files to {args.out}; start with {grids[0].name}" if grids else f"wrote {args.out}")
-    return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["benchmark"]:  # the benchmark has its own parser
-        from .evaluation.benchmark import main as benchmark_main
-
-        return benchmark_main(argv[1:])
-    args = _parser().parse_args(argv)
-    commands = {"explain": explain_command, "export": export_command, "demo": demo_command}
-    return run_command(lambda: commands[args.command](args), args.debug)
-
-
-def run_command(command, debug: bool, user_errors: tuple[type[Exception], ...] = (UserError,)) -> int:
-    """Run a subcommand: a user error is one line on stderr and exit status 2 (`debug`: the traceback instead)."""
-    try:
-        return command()
-    except user_errors as error:
-        if debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
