@@ -153,8 +153,7 @@ class LeGradExplanationPipeline(Pipeline):
             **{key: model_inputs[key] for key in _PIXEL_KEYS if key in model_inputs},
         )
         if labels is None:  # classifiers: the explained classes, shared or one list per image
-            shared = isinstance(output.labels[0], str)
-            per_image_labels = [output.labels if shared else output.labels[b] for b in range(len(pictures))]
+            per_image_labels = [output.labels_for(b) for b in range(len(pictures))]
         else:
             per_image_labels = [labels] * len(pictures)
         # Tensors keep their batch dim; the base class slices them (and the lists) into one item per image.

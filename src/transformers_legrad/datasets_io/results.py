@@ -142,8 +142,9 @@ class _ShardWriter:
     def records(self, output, rows: list[int], ids: list[str], pictures, image_size) -> list[dict]:
         records = []
         for b, (row, image_id) in enumerate(zip(rows, ids, strict=True)):
-            labels = output.labels if isinstance(output.labels[0], str) else output.labels[b]
+            labels = output.labels_for(b)
             height, width = output.grid_shapes[b]
+            full_maps = self._maps_on_original(output, b, pictures[b], image_size) if self.save_png else None
             for k, label in enumerate(labels):
                 grid = output.grid_maps[b, k, :height, :width].contiguous()
                 record = {
@@ -160,21 +161,22 @@ class _ShardWriter:
                     "overlay_png": None,
                 }
                 if self.save_png:
-                    record.update(self._pngs(output, b, k, row, label, pictures[b], image_size))
+                    record.update(self._pngs(full_maps[k], k, row, label, pictures[b]))
                 records.append(record)
         return records
 
-    def _pngs(self, output, b: int, k: int, row: int, label: str, picture, image_size) -> dict:
-        from .. import geometry, visualize
+    def _maps_on_original(self, output, b: int, picture, image_size):
+        """Image b's heatmaps on its original picture, float32 [prompts, height, width]."""
+        from .. import geometry
 
-        processor = self.explainer.image_processor
         size_kwargs = self.explainer.image_processor_kwargs(image_size)
-        region = geometry.processed_region(
-            processor, picture.width, picture.height, size_kwargs.get("size"), size_kwargs.get("crop_size")
+        return geometry.maps_on_original(
+            output.heatmaps[b], output.image_sizes[b], picture.size, self.explainer.image_processor, size_kwargs
         )
-        processed_height, processed_width = output.image_sizes[b]
-        heatmap = output.heatmaps[b, k, :processed_height, :processed_width]
-        full = geometry.heatmap_on_original(heatmap, region, picture.width, picture.height)
+
+    def _pngs(self, full, k: int, row: int, label: str, picture) -> dict:
+        from .. import visualize
+
         folder = self.out / "png" / f"{row // 1000:05d}"
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{row:08d}_{k:02d}_{visualize.slug(label)}"

@@ -117,13 +117,12 @@ class _Runner:
         start = time.perf_counter()
         output = self.explainers[method].explain(images=example.image, image_size=self.image_size, **arguments)
         seconds = time.perf_counter() - start
-        width, height = example.image.size
-        region = geometry.processed_region(
-            self.inputs.image_processor, width, height, self.size_kwargs.get("size"), self.size_kwargs.get("crop_size")
+        processor, original_size = self.inputs.image_processor, example.image.size
+        heatmaps = geometry.maps_on_original(
+            output.heatmaps[0, :1], output.image_sizes[0], original_size, processor, self.size_kwargs
         )
-        processed_height, processed_width = output.image_sizes[0]
-        heatmap = output.heatmaps[0, 0, :processed_height, :processed_width]
-        return output, geometry.heatmap_on_original(heatmap, region, width, height).numpy(), seconds
+        heatmap = heatmaps[0]
+        return output, heatmap.numpy(), seconds
 
     def pixel_values(self, example: Example) -> torch.Tensor:
         processed = self.inputs.image_processor(images=example.image, return_tensors="pt", **self.size_kwargs)
@@ -139,11 +138,14 @@ class _Runner:
         """The model's own score for the example's prompt or class, as a function of a batch of images."""
         query = example.query
         if query not in self._directions:
-            if self.adapter.is_dual_encoder:
-                self._directions[query] = self.inputs._prompt_directions([query], None)[0]
+            # The explainer's own validation and text tower, through its public seam (the image is only checked).
+            request = self.inputs.prepare_request(
+                images=example.image, image_size=self.image_size, **self.query_arguments(example)
+            )
+            if request.directions is not None:
+                self._directions[query] = request.directions
             else:
-                target = self.inputs._validate_targets([query])
-                self._directions[query] = torch.nn.functional.one_hot(target, self.adapter.num_labels).float()
+                self._directions[query] = torch.nn.functional.one_hot(request.targets, request.num_labels).float()
         direction = self._directions[query]
         adapter = self.adapter
 
