@@ -12,6 +12,8 @@ own patch grid, and padded patches are masked out of the head and of the maps.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -103,17 +105,14 @@ class SiglipAdapter(DualEncoderAdapter):
 
 
 class Siglip2Adapter(SiglipAdapter):
-    spec = FamilySpec(
+    spec = replace(
+        SiglipAdapter.spec,
         name="siglip2",
         display_name="SigLIP 2",
         model_classes=("Siglip2Model",),
-        base_task=ZERO_SHOT,
         model_types=("siglip2",),
         default_class="Siglip2Model",
-        **CLIP_VISION_LAYOUT,
-        prefix_tokens=0,
         native_resolution=False,
-        score_definition=_SIGLIP_SCORE,
         reading_notes=(
             _CORRECTION_NOTE,
             _SIGMOID_NOTE,
