@@ -201,10 +201,32 @@ def test_a_malformed_spec_is_refused_when_declared(change, message):
 
 
 def test_the_package_families_come_from_their_specs():
-    assert list(cards.FAMILIES) == ["clip", "siglip", "siglip2", "vit", "deit", "dinov2"]
+    assert sorted(cards.FAMILIES) == ["clip", "deit", "dinov2", "siglip", "siglip2", "vit"]
     assert cards.FAMILIES["deit"].main_class == "DeiTForImageClassification"
     assert "CLIPVisionModelWithProjection" not in cards.ARCHITECTURES  # no text tower: no pipeline, no card
     assert registry.auto_classes() == ("AutoModelForZeroShotImageClassification", "AutoModelForImageClassification")
     assert registry.default_class("siglip2") == "Siglip2Model" and registry.default_class("vit") is None
     assert registry.adapter_class_for(ViTMSNForImageClassification) is None
     assert ViTClassifierAdapter.spec.blocks == "vit.layers"
+
+
+def test_every_adapter_file_registers_the_adapters_it_declares():
+    """Adding a family is adding its adapter file: each file's adapters with a spec of their own are registered."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from transformers_legrad import adapters
+
+    files = [module.name for module in pkgutil.iter_modules(adapters.__path__) if module.name not in ("base", "registry")]
+    assert {"classifiers", "clip", "siglip"} <= set(files)
+    for name in files:
+        module = importlib.import_module(f"transformers_legrad.adapters.{name}")
+        declared = [
+            obj
+            for obj in vars(module).values()
+            if inspect.isclass(obj) and obj.__module__ == module.__name__ and "spec" in vars(obj)
+        ]
+        assert declared, f"adapters/{name}.py declares no adapter"
+        unregistered = [obj.__name__ for obj in declared if obj not in registry.registered_adapters()]
+        assert not unregistered, f"adapters/{name}.py declares {unregistered} without @register"

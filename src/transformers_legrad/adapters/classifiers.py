@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .base import IMAGE_CLASSIFICATION, FamilyAdapter, FamilySpec, PixelInputs
+from .registry import register
 
 CLASSIFIER_SCORE = (
     "A class's score at block l is the classifier's logit for that class computed from that block's output "
@@ -39,6 +40,7 @@ VIT_LAYOUT = {
 }
 
 
+@register
 class ViTClassifierAdapter(FamilyAdapter):
     """`ViTForImageClassification`: `classifier(layernorm(tokens)[:, 0])`."""
 
@@ -85,6 +87,14 @@ DEIT_SPEC = replace(
 )
 
 
+@register
+class DeiTAdapter(ViTClassifierAdapter):
+    """`DeiTForImageClassification`: like ViT, but the sequence holds CLS + distillation token."""
+
+    spec = DEIT_SPEC
+
+
+@register
 class DeiTWithTeacherAdapter(ViTClassifierAdapter):
     """`DeiTForImageClassificationWithTeacher`: CLS + distillation token, logits averaged over two heads."""
 
@@ -100,12 +110,7 @@ class DeiTWithTeacherAdapter(ViTClassifierAdapter):
         return (logits / 2).float()
 
 
-class DeiTAdapter(ViTClassifierAdapter):
-    """`DeiTForImageClassification`: like ViT, but the sequence holds CLS + distillation token."""
-
-    spec = DEIT_SPEC
-
-
+@register
 class Dinov2ClassifierAdapter(ViTClassifierAdapter):
     """`Dinov2ForImageClassification`: `classifier(cat[CLS, mean of patch tokens])` after the final layernorm."""
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import ZERO_SHOT, DualEncoderAdapter, FamilySpec, PixelInputs
+from .registry import register
 
 CLIP_VISION_LAYOUT = {
     "vision_config": "vision_model.config",
@@ -22,6 +23,7 @@ CLIP_VISION_LAYOUT = {
 }
 
 
+@register
 class CLIPAdapter(DualEncoderAdapter):
     spec = FamilySpec(
         name="clip",

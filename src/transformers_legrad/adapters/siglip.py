@@ -20,6 +20,7 @@ from torch import nn
 
 from .base import ZERO_SHOT, AttentionHandle, DualEncoderAdapter, FamilySpec, PixelInputs
 from .clip import CLIP_VISION_LAYOUT
+from .registry import register
 
 _SIGLIP_SCORE = (
     "A prompt's score at block l is SigLIP's image-text cosine computed by the attention-pooling head applied to "
@@ -40,6 +41,7 @@ _SIGMOID_NOTE = (
 )
 
 
+@register
 class SiglipAdapter(DualEncoderAdapter):
     spec = FamilySpec(
         name="siglip",
@@ -104,6 +106,7 @@ class SiglipAdapter(DualEncoderAdapter):
         return {"padding": "max_length", "truncation": True, "max_length": self.max_text_length(tokenizer)}
 
 
+@register
 class Siglip2Adapter(SiglipAdapter):
     spec = replace(
         SiglipAdapter.spec,
