@@ -218,7 +218,8 @@ def test_every_adapter_file_registers_the_adapters_it_declares():
 
     from transformers_legrad import adapters
 
-    files = [module.name for module in pkgutil.iter_modules(adapters.__path__) if module.name not in ("base", "registry")]
+    modules = pkgutil.iter_modules(adapters.__path__)
+    files = [module.name for module in modules if module.name not in ("base", "registry")]
     assert {"classifiers", "clip", "siglip"} <= set(files)
     for name in files:
         module = importlib.import_module(f"transformers_legrad.adapters.{name}")
