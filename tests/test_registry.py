@@ -16,7 +16,7 @@ from transformers import AutoImageProcessor, ViTMSNConfig, ViTMSNForImageClassif
 
 import transformers_legrad
 from transformers_legrad import FamilyAdapter, FamilySpec, LeGradExplainer, cards, cli
-from transformers_legrad.adapters import IMAGE_CLASSIFICATION, ViTClassifierAdapter, registry
+from transformers_legrad.adapters import IMAGE_CLASSIFICATION, HubCheckpoint, ViTClassifierAdapter, registry
 from transformers_legrad.evaluation.baselines import make_explainer
 from transformers_legrad.export import export_pipeline
 
@@ -35,6 +35,7 @@ class ViTMSNAdapter(FamilyAdapter):
         model_types=("vit_msn",),
         blocks="vit.layers",
         score_definition="A class's score at block l is the ViT-MSN logit of `layernorm(mean of all tokens)`.",
+        checkpoints=(HubCheckpoint("facebook/vit-msn-small", "apache-2.0", native_resolution=224, patch_size=16),),
     )
 
     def readout_is_token_mean(self, score: str) -> bool:
@@ -111,6 +112,11 @@ def test_a_registered_family_is_listed_carded_served_and_exported(registered, ms
     assert type(explain.model) is ViTMSNForImageClassification
     results = explain(random_image(2, (60, 40)), top_k=2)
     assert [len(results), results[0]["heatmap"].size] == [2, (60, 40)]
+
+    assert cards.CARD_MODELS["facebook/vit-msn-small"].model_class == "ViTMSNForImageClassification"
+    written = cards.write_cards(tmp_path / "cards")
+    assert "facebook__vit-msn-small.md" in {path.name for path in written}
+    assert "ViT-MSN" in (tmp_path / "cards" / "facebook__vit-msn-small.md").read_text()
 
     exported = export_pipeline(explain, tmp_path / "exported", model_id="me/tiny-vit-msn")
     assert "ViT-MSN" in (exported / "README.md").read_text()
@@ -201,6 +207,7 @@ def test_a_malformed_spec_is_refused_when_declared(change, message):
 
 
 def test_the_package_families_come_from_their_specs():
+    assert "facebook/vit-msn-small" not in cards.CARD_MODELS and "openai/clip-vit-base-patch16" in cards.CARD_MODELS
     assert sorted(cards.FAMILIES) == ["clip", "deit", "dinov2", "siglip", "siglip2", "vit"]
     assert cards.FAMILIES["deit"].main_class == "DeiTForImageClassification"
     assert "CLIPVisionModelWithProjection" not in cards.ARCHITECTURES  # no text tower: no pipeline, no card

@@ -46,10 +46,10 @@ EXAMPLE_CLASS = "tabby, tabby cat"  # ImageNet-1k class 281, as named in the ViT
 class _Registered(Mapping):
     """A read-only, always current view of the adapters' registry (an adapter registered later shows up)."""
 
-    def __init__(self, read: Callable[[], dict[str, FamilySpec]]) -> None:
+    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
         self._read = read
 
-    def __getitem__(self, key: str) -> FamilySpec:
+    def __getitem__(self, key: str) -> Any:
         return self._read()[key]
 
     def __iter__(self):
@@ -128,96 +128,22 @@ class CardModel:
         return f'explain("{EXAMPLE_IMAGE}", top_k=3{self.explain_size_argument})'
 
 
-def _card(model_id: str, family: str, **fields: Any) -> tuple[str, CardModel]:
-    model_class = fields.pop("model_class", FAMILIES[family].main_class)
-    base_task = ARCHITECTURES[model_class].base_task
-    return model_id, CardModel(model_id, family, model_class, base_task, **fields)
+def _card_models() -> dict[str, CardModel]:
+    """Every registered family's `HubCheckpoint`s as card rows, in registration order."""
+    rows: dict[str, CardModel] = {}
+    for adapter in registry.registered_adapters():
+        spec = adapter.spec
+        for checkpoint in spec.checkpoints:
+            fields = {name: getattr(checkpoint, name) for name in checkpoint.__dataclass_fields__}
+            family, model_class = fields.pop("family") or spec.name, fields.pop("model_class") or spec.main_class
+            base_task = ARCHITECTURES[model_class].base_task
+            row = CardModel(family=family, model_class=model_class, base_task=base_task, **fields)
+            rows.setdefault(checkpoint.model_id, row)
+    return rows
 
 
-# Licenses: the license tag of each Hub repo; the openai/* repos carry none, and "mit" is the license of the
-# openai/CLIP release they come from. Parameter counts: models built on the meta device with each checkpoint's
-# published architecture hyperparameters, rounded.
-CARD_MODELS: dict[str, CardModel] = dict(
-    [
-        _card(
-            "openai/clip-vit-base-patch16",
-            "clip",
-            license="mit",
-            native_resolution=224,
-            patch_size=16,
-            parameters_millions=150,
-            image_tower_parameters_millions=86,
-            image_size=448,
-        ),
-        _card(
-            "openai/clip-vit-large-patch14",
-            "clip",
-            license="mit",
-            native_resolution=224,
-            patch_size=14,
-            parameters_millions=428,
-            image_tower_parameters_millions=304,
-            image_size=448,
-        ),
-        _card(
-            "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k",
-            "clip",
-            license="mit",
-            native_resolution=224,
-            patch_size=14,
-            parameters_millions=2_540,
-            image_tower_parameters_millions=1_845,
-            image_size=448,
-            dtype="bfloat16",
-        ),
-        _card(
-            "google/siglip-base-patch16-224",
-            "siglip",
-            license="apache-2.0",
-            native_resolution=224,
-            patch_size=16,
-            parameters_millions=203,
-            image_tower_parameters_millions=93,
-            image_size=448,
-        ),
-        _card(
-            "google/siglip-so400m-patch14-384",
-            "siglip",
-            license="apache-2.0",
-            native_resolution=384,
-            patch_size=14,
-            parameters_millions=878,
-            image_tower_parameters_millions=428,
-            image_size=384,
-            image_size_note="its 27 x 27 patch grid is already as fine as a 224-pixel model's at 448",
-        ),
-        _card(
-            "google/siglip2-base-patch16-224",
-            "siglip2",
-            model_class="SiglipModel",  # fixed-resolution SigLIP 2 checkpoints are SigLIP models; NaFlex ones are not
-            license="apache-2.0",
-            native_resolution=224,
-            patch_size=16,
-            parameters_millions=375,
-            image_tower_parameters_millions=93,
-            image_size=448,
-        ),
-        _card(
-            "google/vit-base-patch16-224",
-            "vit",
-            license="apache-2.0",
-            native_resolution=224,
-            patch_size=16,
-            parameters_millions=87,
-            image_tower_parameters_millions=86,
-            image_size=224,
-            image_size_note=(
-                "the classification head was fine-tuned at 224 x 224; at another size the class scores being "
-                "explained (and possibly the top class) change"
-            ),
-        ),
-    ]
-)
+#: The Hub checkpoints that get a generated card (the `checkpoints` of each family's spec), by id.
+CARD_MODELS: Mapping[str, CardModel] = _Registered(_card_models)
 
 
 # --- rendering ---------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from .base import (
     DualEncoderAdapter,
     FamilyAdapter,
     FamilySpec,
+    HubCheckpoint,
     PixelInputs,
     TextInputs,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "DualEncoderAdapter",
     "FamilyAdapter",
     "FamilySpec",
+    "HubCheckpoint",
     "PixelInputs",
     "Siglip2Adapter",
     "SiglipAdapter",

@@ -52,6 +52,38 @@ TASK_LOADERS: dict[str, tuple[str, str]] = {
 
 
 @dataclass(frozen=True)
+class HubCheckpoint:
+    """A published checkpoint of a family that gets a model card (`transformers_legrad.cards.CARD_MODELS`).
+
+    Attributes:
+        model_id: the Hub id.
+        license: the base model's license identifier as published on the Hub.
+        native_resolution: the square input size the model was trained at, in pixels; None if not fixed/known.
+        patch_size: pixels per patch side; None if unknown.
+        parameters_millions: approximate parameter count of the whole checkpoint (all towers), in millions.
+        image_tower_parameters_millions: approximate parameters of the image tower (what LeGrad differentiates).
+        image_size: suggested processed size to explain at (position embeddings are interpolated); None: native.
+        dtype: suggested torch dtype to load with (e.g. "bfloat16" for the largest models); None: the default.
+        image_size_note: why `image_size` is what it is, when that is not the usual "twice a 224 model's size".
+        model_class: the class that loads it; None: the family's main class.
+        family: the card's family tag; None: the family's own (a fixed-resolution SigLIP 2 checkpoint is a SigLIP
+            model tagged "siglip2").
+    """
+
+    model_id: str
+    license: str
+    native_resolution: int | None
+    patch_size: int | None
+    parameters_millions: float | None = None
+    image_tower_parameters_millions: float | None = None
+    image_size: int | None = None
+    dtype: str | None = None
+    image_size_note: str | None = None
+    model_class: str | None = None
+    family: str | None = None
+
+
+@dataclass(frozen=True)
 class FamilySpec:
     """What the package knows about a model family, declared once (`FamilyAdapter.spec`).
 
@@ -84,6 +116,7 @@ class FamilySpec:
             NaFlex models, which take any aspect ratio).
         score_definition: the card's sentence defining a prompt's or class's score at block l.
         reading_notes: the card's family-specific bullets under "How to read the maps".
+        checkpoints: the family's Hub checkpoints that get a generated model card.
     """
 
     name: str
@@ -104,6 +137,7 @@ class FamilySpec:
     native_resolution: bool = True
     score_definition: str = ""
     reading_notes: tuple[str, ...] = ()
+    checkpoints: tuple[HubCheckpoint, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

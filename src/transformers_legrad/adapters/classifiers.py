@@ -14,7 +14,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from .base import IMAGE_CLASSIFICATION, FamilyAdapter, FamilySpec, PixelInputs
+from .base import IMAGE_CLASSIFICATION, FamilyAdapter, FamilySpec, HubCheckpoint, PixelInputs
 from .registry import register
 
 CLASSIFIER_SCORE = (
@@ -54,6 +54,21 @@ class ViTClassifierAdapter(FamilyAdapter):
         **VIT_LAYOUT,
         score_definition=CLASSIFIER_SCORE,
         reading_notes=CLASSIFIER_NOTES,
+        checkpoints=(
+            HubCheckpoint(
+                model_id="google/vit-base-patch16-224",
+                license="apache-2.0",
+                native_resolution=224,
+                patch_size=16,
+                parameters_millions=87,
+                image_tower_parameters_millions=86,
+                image_size=224,
+                image_size_note=(
+                    "the classification head was fine-tuned at 224 x 224; at another size the class scores being "
+                    "explained (and possibly the top class) change"
+                ),
+            ),
+        ),
     )
 
     @property
@@ -84,6 +99,7 @@ DEIT_SPEC = replace(
     model_types=("deit",),
     blocks="deit.layers",
     prefix_tokens=2,
+    checkpoints=(),
 )
 
 
@@ -122,6 +138,7 @@ class Dinov2ClassifierAdapter(ViTClassifierAdapter):
         model_types=("dinov2",),
         blocks="dinov2.encoder.layer",
         register_tokens="num_register_tokens",
+        checkpoints=(),
     )
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import ZERO_SHOT, DualEncoderAdapter, FamilySpec, PixelInputs
+from .base import ZERO_SHOT, DualEncoderAdapter, FamilySpec, HubCheckpoint, PixelInputs
 from .registry import register
 
 CLIP_VISION_LAYOUT = {
@@ -48,6 +48,39 @@ class CLIPAdapter(DualEncoderAdapter):
             "- **Scores.** The pipeline's `score` is the softmax over the labels you pass, as in "
             "`zero-shot-image-classification`: it changes with the other labels. `LeGradExplainer` returns CLIP's "
             "`logits_per_image` in `out.scores`.",
+        ),
+        # Licenses: each Hub repo's license tag; the openai/* repos carry none, and "mit" is the license of the
+        # openai/CLIP release they come from. Parameter counts: models built on the meta device with each
+        # checkpoint's published architecture hyperparameters, rounded.
+        checkpoints=(
+            HubCheckpoint(
+                model_id="openai/clip-vit-base-patch16",
+                license="mit",
+                native_resolution=224,
+                patch_size=16,
+                parameters_millions=150,
+                image_tower_parameters_millions=86,
+                image_size=448,
+            ),
+            HubCheckpoint(
+                model_id="openai/clip-vit-large-patch14",
+                license="mit",
+                native_resolution=224,
+                patch_size=14,
+                parameters_millions=428,
+                image_tower_parameters_millions=304,
+                image_size=448,
+            ),
+            HubCheckpoint(
+                model_id="laion/CLIP-ViT-bigG-14-laion2B-39B-b160k",
+                license="mit",
+                native_resolution=224,
+                patch_size=14,
+                parameters_millions=2_540,
+                image_tower_parameters_millions=1_845,
+                image_size=448,
+                dtype="bfloat16",
+            ),
         ),
     )
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ZERO_SHOT, AttentionHandle, DualEncoderAdapter, FamilySpec, PixelInputs
+from .base import ZERO_SHOT, AttentionHandle, DualEncoderAdapter, FamilySpec, HubCheckpoint, PixelInputs
 from .clip import CLIP_VISION_LAYOUT
 from .registry import register
 
@@ -59,6 +59,37 @@ class SiglipAdapter(DualEncoderAdapter):
             "- **Whole image.** The processor resizes the image to a square without cropping, so the map covers "
             "the whole picture; non-square images are squeezed for the model and the maps are stretched back to "
             "the original shape.",
+        ),
+        checkpoints=(
+            HubCheckpoint(
+                model_id="google/siglip-base-patch16-224",
+                license="apache-2.0",
+                native_resolution=224,
+                patch_size=16,
+                parameters_millions=203,
+                image_tower_parameters_millions=93,
+                image_size=448,
+            ),
+            HubCheckpoint(
+                model_id="google/siglip-so400m-patch14-384",
+                license="apache-2.0",
+                native_resolution=384,
+                patch_size=14,
+                parameters_millions=878,
+                image_tower_parameters_millions=428,
+                image_size=384,
+                image_size_note="its 27 x 27 patch grid is already as fine as a 224-pixel model's at 448",
+            ),
+            HubCheckpoint(  # fixed-resolution SigLIP 2 checkpoints are SigLIP models; NaFlex ones are not
+                model_id="google/siglip2-base-patch16-224",
+                family="siglip2",
+                license="apache-2.0",
+                native_resolution=224,
+                patch_size=16,
+                parameters_millions=375,
+                image_tower_parameters_millions=93,
+                image_size=448,
+            ),
         ),
     )
     explains_pooling_head = True
@@ -116,6 +147,7 @@ class Siglip2Adapter(SiglipAdapter):
         model_types=("siglip2",),
         default_class="Siglip2Model",
         native_resolution=False,
+        checkpoints=(),
         reading_notes=(
             _CORRECTION_NOTE,
             _SIGMOID_NOTE,
