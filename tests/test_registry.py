@@ -1,9 +1,10 @@
 """One registry of family knowledge: adding a family is one adapter, and every layer of the package picks it up.
 
-The throwaway adapter below explains `ViTMSNForImageClassification`, a class the package ships no adapter for. It
-is declared here, in the test, as a user would declare it in their own code: a `FamilySpec` and a readout. Once
-registered, the model is explained (with the maps of an equal ViT, checked against the reference on raw values),
-carded, exported, served by the pipeline and the CLI, and listed, with no edit anywhere else in the package.
+The throwaway adapter below explains `TinyViTClassifier`, a `PreTrainedModel` of this test module (ViT blocks and a
+head of its own), registered with transformers' Auto classes as a user's own model would be. It is declared here,
+in the test, as a user would declare it in their own code: a `FamilySpec` and a readout. Once registered, the
+model is explained (with the maps of a ViT classifier with the same weights, checked against the reference on raw
+values), carded, exported, served by the pipeline and the CLI, and listed, with no edit anywhere in the package.
 """
 
 from __future__ import annotations
@@ -12,7 +13,18 @@ import json
 
 import pytest
 import torch
-from transformers import AutoImageProcessor, ViTMSNConfig, ViTMSNForImageClassification, pipeline
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+    ViTConfig,
+    ViTModel,
+    pipeline,
+)
+from transformers.modeling_outputs import ImageClassifierOutput
 
 import transformers_legrad
 from transformers_legrad import FamilyAdapter, FamilySpec, LeGradExplainer, cards, cli
@@ -24,18 +36,49 @@ from reference import reference_grid_maps
 from tiny_models import CLASSIFIER, random_image
 
 
-class ViTMSNAdapter(FamilyAdapter):
-    """`ViTMSNForImageClassification`: `classifier(layernorm(tokens)[:, 0])`; LeGrad reads `mean(tokens)`."""
+# --- a model of the user's own, and its adapter -----------------------------------------------------------------
+class TinyViTConfig(PretrainedConfig):
+    model_type = "legrad_test_tiny_vit"
+
+    def __init__(self, vit: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.vit = dict(vit or {})  # the ViTConfig arguments of its blocks
+
+
+class TinyViTClassifier(PreTrainedModel):
+    """ViT blocks under another name (`encoder_stack`) and a head of its own (`head`) on the CLS token."""
+
+    config_class = TinyViTConfig
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: TinyViTConfig) -> None:
+        super().__init__(config)
+        self.encoder_stack = ViTModel(ViTConfig(**config.vit), add_pooling_layer=False)
+        self.head = nn.Linear(self.encoder_stack.config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, pixel_values, interpolate_pos_encoding=None, **kwargs):
+        tokens = self.encoder_stack(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).last_hidden_state
+        return ImageClassifierOutput(logits=self.head(tokens[:, 0]))
+
+
+AutoConfig.register(TinyViTConfig.model_type, TinyViTConfig)
+AutoModelForImageClassification.register(TinyViTConfig, TinyViTClassifier)
+
+
+class TinyViTAdapter(FamilyAdapter):
+    """`TinyViTClassifier`: LeGrad reads `head(layernorm(mean of all tokens))`."""
 
     spec = FamilySpec(
-        name="vit_msn",
-        display_name="ViT-MSN",
-        model_classes=("ViTMSNForImageClassification",),
+        name="tiny_vit",
+        display_name="Tiny ViT",
+        model_classes=(TinyViTClassifier,),  # a class, not a name: it lives outside transformers
         base_task=IMAGE_CLASSIFICATION,
-        model_types=("vit_msn",),
-        blocks="vit.layers",
-        score_definition="A class's score at block l is the ViT-MSN logit of `layernorm(mean of all tokens)`.",
-        checkpoints=(HubCheckpoint("facebook/vit-msn-small", "apache-2.0", native_resolution=224, patch_size=16),),
+        model_types=(TinyViTConfig.model_type,),
+        vision_config="encoder_stack.config",
+        blocks="encoder_stack.layers",
+        score_definition="A class's score at block l is the Tiny ViT logit of `layernorm(mean of all tokens)`.",
+        checkpoints=(HubCheckpoint("me/tiny-vit", "apache-2.0", native_resolution=48, patch_size=8),),
     )
 
     def readout_is_token_mean(self, score: str) -> bool:
@@ -45,44 +88,50 @@ class ViTMSNAdapter(FamilyAdapter):
         return self.model(**pixels.model_kwargs).logits.float()
 
     def layer_features(self, tokens, pixels, score):
-        return self.model.classifier(self.model.vit.layernorm(tokens.mean(dim=1))).float()
+        return self.model.head(self.model.encoder_stack.layernorm(tokens.mean(dim=1))).float()
 
 
 @pytest.fixture
 def registered():
     """The throwaway adapter registered for one test, and the registry (and pipeline task) as before after it."""
-    transformers_legrad.register_adapter(ViTMSNAdapter)
+    transformers_legrad.register_adapter(TinyViTAdapter)
     try:
-        yield ViTMSNAdapter
+        yield TinyViTAdapter
     finally:
-        registry.unregister(ViTMSNAdapter)
+        registry.unregister(TinyViTAdapter)
         transformers_legrad.register_pipeline()
 
 
 @pytest.fixture(scope="module")
-def msn_and_vit(tmp_path_factory):
-    """A tiny ViT-MSN saved with its processor, and a ViT classifier with the very same weights."""
+def tiny_and_vit(tmp_path_factory):
+    """A TinyViTClassifier saved with its processor, and a ViT classifier with the very same weights."""
     from tiny_models import make_vit
 
     vit = make_vit()
-    model = ViTMSNForImageClassification(ViTMSNConfig(**CLASSIFIER)).eval()
-    missing, unexpected = model.load_state_dict(vit.model.state_dict(), strict=False)
+    labels = {key: CLASSIFIER[key] for key in ("id2label", "label2id")}
+    vision = {key: value for key, value in CLASSIFIER.items() if key not in ("id2label", "label2id", "num_labels")}
+    model = TinyViTClassifier(TinyViTConfig(vit=vision, num_labels=CLASSIFIER["num_labels"], **labels)).eval()
+    renamed = {
+        key.replace("vit.", "encoder_stack.", 1).replace("classifier.", "head.", 1): value
+        for key, value in vit.model.state_dict().items()
+    }
+    missing, unexpected = model.load_state_dict(renamed, strict=False)
     assert not unexpected and not missing, (missing, unexpected)
-    folder = tmp_path_factory.mktemp("vit-msn")
+    folder = tmp_path_factory.mktemp("tiny-vit")
     model.save_pretrained(folder)
     vit.processor.save_pretrained(folder)
     return model, AutoImageProcessor.from_pretrained(folder), folder, vit
 
 
-def test_an_unregistered_family_is_refused_and_names_the_way_to_add_it(msn_and_vit):
-    model = msn_and_vit[0]
-    with pytest.raises(TypeError, match="does not support ViTMSNForImageClassification.*register_adapter"):
+def test_an_unregistered_family_is_refused_and_names_the_way_to_add_it(tiny_and_vit):
+    model = tiny_and_vit[0]
+    with pytest.raises(TypeError, match="does not support TinyViTClassifier.*register_adapter"):
         LeGradExplainer(model)
-    assert "ViTMSNForImageClassification" not in registry.supported_model_classes()
+    assert "TinyViTClassifier" not in registry.supported_model_classes()
 
 
-def test_a_registered_family_is_explained_exactly(registered, msn_and_vit):
-    model, processor, _, vit = msn_and_vit
+def test_a_registered_family_is_explained_exactly(registered, tiny_and_vit):
+    model, processor, _, vit = tiny_and_vit
     images = [random_image(0), random_image(1)]
     pixels = processor(images=images, return_tensors="pt")["pixel_values"]
     targets = torch.tensor([[1, 3], [0, 4]])
@@ -97,29 +146,28 @@ def test_a_registered_family_is_explained_exactly(registered, msn_and_vit):
     assert baseline.grid_maps.shape == (1, 1, 6, 6) and torch.isfinite(baseline.grid_maps).all()
 
 
-def test_a_registered_family_is_listed_carded_served_and_exported(registered, msn_and_vit, tmp_path, capsys):
-    model, _, folder, _ = msn_and_vit
-    assert "ViTMSNForImageClassification" in registry.supported_model_classes()
-    assert cards.FAMILIES["vit_msn"].display_name == "ViT-MSN"
-    assert cards.ARCHITECTURES["ViTMSNForImageClassification"].base_task == IMAGE_CLASSIFICATION
+def test_a_registered_family_is_listed_carded_served_and_exported(registered, tiny_and_vit, tmp_path, capsys):
+    model, _, folder, _ = tiny_and_vit
+    assert "TinyViTClassifier" in registry.supported_model_classes()
+    assert cards.FAMILIES["tiny_vit"].display_name == "Tiny ViT"
+    assert cards.ARCHITECTURES["TinyViTClassifier"].base_task == IMAGE_CLASSIFICATION
 
-    card = cards.render_card("me/tiny-vit-msn", config=model.config)
-    assert "pipeline_tag: image-classification" in card and "- vit_msn" in card
-    assert "ViT-MSN" in card and "ViTMSNForImageClassification.from_pretrained" in card
-    assert "the ViT-MSN logit of `layernorm(mean of all tokens)`" in card
+    card = cards.render_card("me/tiny-vit-finetune", config=model.config)
+    assert "pipeline_tag: image-classification" in card and "- tiny_vit" in card
+    assert "Tiny ViT" in card and "TinyViTClassifier.from_pretrained" in card
+    assert "the Tiny ViT logit of `layernorm(mean of all tokens)`" in card
+    assert cards.CARD_MODELS["me/tiny-vit"].model_class == "TinyViTClassifier"
+    written = cards.write_cards(tmp_path / "cards")
+    assert "me__tiny-vit.md" in {path.name for path in written}
+    assert "Tiny ViT" in (tmp_path / "cards" / "me__tiny-vit.md").read_text()
 
     explain = pipeline("legrad-explanation", model=str(folder))
-    assert type(explain.model) is ViTMSNForImageClassification
+    assert type(explain.model) is TinyViTClassifier
     results = explain(random_image(2, (60, 40)), top_k=2)
     assert [len(results), results[0]["heatmap"].size] == [2, (60, 40)]
 
-    assert cards.CARD_MODELS["facebook/vit-msn-small"].model_class == "ViTMSNForImageClassification"
-    written = cards.write_cards(tmp_path / "cards")
-    assert "facebook__vit-msn-small.md" in {path.name for path in written}
-    assert "ViT-MSN" in (tmp_path / "cards" / "facebook__vit-msn-small.md").read_text()
-
-    exported = export_pipeline(explain, tmp_path / "exported", model_id="me/tiny-vit-msn")
-    assert "ViT-MSN" in (exported / "README.md").read_text()
+    exported = export_pipeline(explain, tmp_path / "exported", model_id="me/tiny-vit-finetune")
+    assert "Tiny ViT" in (exported / "README.md").read_text()
     config = json.loads((exported / "config.json").read_text())
     assert "AutoModelForImageClassification" in config["custom_pipelines"]["legrad-explanation-hub"]["pt"]
 
@@ -132,41 +180,71 @@ def test_a_registered_family_is_listed_carded_served_and_exported(registered, ms
     capsys.readouterr()
 
 
-def test_unregistering_removes_the_family_again(msn_and_vit):
-    transformers_legrad.register_adapter(ViTMSNAdapter)
-    registry.unregister(ViTMSNAdapter)
+def test_unregistering_removes_the_family_again(tiny_and_vit):
+    transformers_legrad.register_adapter(TinyViTAdapter)
+    registry.unregister(TinyViTAdapter)
     with pytest.raises(TypeError, match="does not support"):
-        LeGradExplainer(msn_and_vit[0])
+        LeGradExplainer(tiny_and_vit[0])
+
+
+def test_a_class_named_like_a_supported_one_outside_transformers_is_not_taken_for_it():
+    class ViTForImageClassification(TinyViTClassifier):  # same name as transformers' class, another model
+        pass
+
+    assert registry.adapter_class_for(ViTForImageClassification) is None
 
 
 # --- what the registry refuses ------------------------------------------------------------------------------------
-def test_a_spec_that_does_not_match_the_model_names_the_path(registered, msn_and_vit):
-    class Misplaced(ViTMSNAdapter):
-        spec = FamilySpec(**{**ViTMSNAdapter.spec.__dict__, "value": "attention.value"})
+def test_a_spec_that_does_not_match_the_model_names_the_path(registered, tiny_and_vit):
+    class Misplaced(TinyViTAdapter):
+        spec = FamilySpec(**{**TinyViTAdapter.spec.__dict__, "value": "attention.value"})
 
     with pytest.raises(TypeError, match=r"`value` \(block 0\) is 'attention.value'.*no 'value' there.*v_proj"):
-        Misplaced(msn_and_vit[0])
+        Misplaced(tiny_and_vit[0])
 
-    class NoBlocks(ViTMSNAdapter):
-        spec = FamilySpec(**{**ViTMSNAdapter.spec.__dict__, "blocks": "vit.encoder.layers"})
+    class NoBlocks(TinyViTAdapter):
+        spec = FamilySpec(**{**TinyViTAdapter.spec.__dict__, "blocks": "encoder_stack.encoder.layers"})
 
-    with pytest.raises(TypeError, match=r"`blocks` is 'vit.encoder.layers'.*has no 'encoder' there \(it has: "):
-        NoBlocks(msn_and_vit[0])
+    with pytest.raises(TypeError, match=r"`blocks` is 'encoder_stack.encoder.layers'.*no 'encoder' there \(it has: "):
+        NoBlocks(tiny_and_vit[0])
+
+    class WrongValue(TinyViTAdapter):
+        spec = FamilySpec(**{**TinyViTAdapter.spec.__dict__, "value": "mlp.fc1"})
+
+    with pytest.raises(TypeError, match=r"value projection `mlp.fc1` gives 64 features, which is not 4 heads"):
+        WrongValue(tiny_and_vit[0])
+
+
+def test_blocks_that_never_run_are_named(registered, tiny_and_vit):
+    import copy
+
+    model = copy.deepcopy(tiny_and_vit[0])
+    model.spare_layers = copy.deepcopy(model.encoder_stack.layers)  # looks like blocks, never called
+
+    class Unused(TinyViTAdapter):
+        spec = FamilySpec(**{**TinyViTAdapter.spec.__dict__, "blocks": "spare_layers"})
+
+    registry.register(Unused, replace=True)
+    try:
+        with pytest.raises(RuntimeError, match=r"did not run.*FamilySpec's `blocks` path 'spare_layers'"):
+            LeGradExplainer(model).explain(pixel_values=torch.zeros(1, 3, 48, 48))
+    finally:
+        registry.unregister(Unused)
 
 
 def test_a_class_belongs_to_one_adapter(registered):
-    class Second(ViTMSNAdapter):
+    class Second(TinyViTAdapter):
         pass
 
-    with pytest.raises(ValueError, match="already explained by ViTMSNAdapter.*replace=True"):
+    with pytest.raises(ValueError, match="already explained by TinyViTAdapter.*replace=True"):
         registry.register(Second)
     with pytest.raises(ValueError, match="already explained by ViTClassifierAdapter"):
 
-        class AnotherViT(ViTMSNAdapter):
-            spec = FamilySpec(**{**ViTMSNAdapter.spec.__dict__, "model_classes": ("ViTForImageClassification",)})
+        class AnotherViT(TinyViTAdapter):
+            spec = FamilySpec(**{**TinyViTAdapter.spec.__dict__, "model_classes": ("ViTForImageClassification",)})
 
         registry.register(AnotherViT)
-    assert registry.adapter_class_for(ViTMSNForImageClassification) is ViTMSNAdapter
+    assert registry.adapter_class_for(TinyViTClassifier) is TinyViTAdapter
 
 
 def test_an_adapter_must_declare_a_spec_and_write_its_readout():
@@ -177,18 +255,18 @@ def test_an_adapter_must_declare_a_spec_and_write_its_readout():
         registry.register(NoSpec)
 
     class NoReadout(FamilyAdapter):
-        spec = ViTMSNAdapter.spec
+        spec = TinyViTAdapter.spec
 
     with pytest.raises(TypeError, match="image_features, layer_features must be defined"):
         registry.register(NoReadout)
 
-    class WrongKind(ViTMSNAdapter):
-        spec = FamilySpec(**{**ViTMSNAdapter.spec.__dict__, "base_task": "zero-shot-image-classification"})
+    class WrongKind(TinyViTAdapter):
+        spec = FamilySpec(**{**TinyViTAdapter.spec.__dict__, "base_task": "zero-shot-image-classification"})
 
     with pytest.raises(TypeError, match="derive it from DualEncoderAdapter"):
         registry.register(WrongKind)
     with pytest.raises(TypeError, match="FamilyAdapter subclass"):
-        registry.register(ViTMSNForImageClassification)
+        registry.register(TinyViTClassifier)
     assert registry.registered_adapters() == transformers_legrad.adapters.ADAPTERS
 
 
@@ -203,17 +281,17 @@ def test_an_adapter_must_declare_a_spec_and_write_its_readout():
 )
 def test_a_malformed_spec_is_refused_when_declared(change, message):
     with pytest.raises(ValueError, match=message):
-        FamilySpec(**{**ViTMSNAdapter.spec.__dict__, **change})
+        FamilySpec(**{**TinyViTAdapter.spec.__dict__, **change})
 
 
 def test_the_package_families_come_from_their_specs():
-    assert "facebook/vit-msn-small" not in cards.CARD_MODELS and "openai/clip-vit-base-patch16" in cards.CARD_MODELS
-    assert sorted(cards.FAMILIES) == ["clip", "deit", "dinov2", "siglip", "siglip2", "vit"]
+    assert "me/tiny-vit" not in cards.CARD_MODELS and "openai/clip-vit-base-patch16" in cards.CARD_MODELS
+    assert {"clip", "deit", "dinov2", "siglip", "siglip2", "vit", "vit_msn"} <= set(cards.FAMILIES)
     assert cards.FAMILIES["deit"].main_class == "DeiTForImageClassification"
     assert "CLIPVisionModelWithProjection" not in cards.ARCHITECTURES  # no text tower: no pipeline, no card
     assert registry.auto_classes() == ("AutoModelForZeroShotImageClassification", "AutoModelForImageClassification")
     assert registry.default_class("siglip2") == "Siglip2Model" and registry.default_class("vit") is None
-    assert registry.adapter_class_for(ViTMSNForImageClassification) is None
+    assert registry.adapter_class_for(TinyViTClassifier) is None
     assert ViTClassifierAdapter.spec.blocks == "vit.layers"
 
 

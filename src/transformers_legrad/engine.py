@@ -253,7 +253,8 @@ def run_trunk(
     if missing:
         raise RuntimeError(
             f"blocks {missing} did not run during the forward of {type(adapter.model).__name__}; "
-            "the model's forward skips them, so they cannot be explained."
+            "the model's forward skips them, so they cannot be explained (for an adapter of your own: check that "
+            f"its FamilySpec's `blocks` path {adapter.spec.blocks!r} names the blocks the forward runs)."
         )
     return TrunkCapture(image_features=image_features, block_states=states)
 

@@ -289,6 +289,22 @@ class FamilyAdapter:
                         f"{where}: `{name}` is {getattr(spec, name)!r}, a {type(module).__name__} in block {index}, "
                         "not a module; the engine hooks modules."
                     )
+            self._check_attention_width(block, index, where)
+
+    def _check_attention_width(self, block: nn.Module, index: int, where: str) -> None:
+        """V's width must be heads x head_dim and feed the output projection, or the per-head split is wrong."""
+        value, output = block.get_submodule(self.spec.value), block.get_submodule(self.spec.output)
+        width = getattr(value, "out_features", None)
+        if width is None:
+            return  # not a Linear: nothing to read the width from
+        heads = self.num_heads
+        if width % heads or getattr(output, "in_features", width) != width:
+            raise TypeError(
+                f"{where}: block {index}'s value projection `{self.spec.value}` gives {width} features, which is not "
+                f"{heads} heads x head_dim feeding the {getattr(output, 'in_features', '?')} inputs of "
+                f"`{self.spec.output}`; point `value` at the attention's V projection and `output` at the "
+                "projection that takes the attention context."
+            )
 
     @property
     def vision_config(self):

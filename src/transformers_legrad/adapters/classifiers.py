@@ -1,4 +1,4 @@
-"""ViT-family image classifiers: ViT, DeiT (with or without teacher head) and DINOv2.
+"""ViT-family image classifiers: ViT, DeiT (with or without teacher head), DINOv2 and ViT-MSN.
 
 LeGrad's recipe transposed to a classification head: each explained block's output tokens go through the model's
 final layernorm and head with the CLS feature replaced by the mean over ALL tokens (as CLIP's readout uses the
@@ -153,3 +153,17 @@ class Dinov2ClassifierAdapter(ViTClassifierAdapter):
         patch_mean = normalized[:, self.num_prefix_tokens :].mean(dim=1)
         pooled = self.pooled_tokens(tokens, score)
         return self.model.classifier(torch.cat([pooled, patch_mean], dim=-1)).float()
+
+
+@register
+class ViTMSNClassifierAdapter(ViTClassifierAdapter):
+    """`ViTMSNForImageClassification`: ViT's layout and head, `classifier(layernorm(tokens)[:, 0])`."""
+
+    spec = replace(
+        ViTClassifierAdapter.spec,
+        name="vit_msn",
+        display_name="ViT-MSN",
+        model_classes=("ViTMSNForImageClassification",),
+        model_types=("vit_msn",),
+        checkpoints=(),
+    )
