@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from transformers_legrad import LeGradExplainer
 from transformers_legrad import explainer as explainer_module
@@ -88,6 +89,19 @@ def assert_raw_maps_match(ours, reference, tolerance=RAW_TOLERANCE):
     torch.testing.assert_close(
         ours.float() / scale, reference.float() / scale, rtol=0, atol=tolerance, msg=lambda m: f"raw maps: {m}"
     )
+
+
+def assert_heatmaps_are_normalized_grid_maps(heatmaps, grid_maps):
+    """Each heatmap [B, K, H, W] is its grid map upsampled bilinearly and min-max normalized (one size per batch).
+
+    Returns the bool [B, K] of the maps that are not constant: those reach 0 and 1 exactly, the others are all 0.
+    """
+    upsampled = F.interpolate(grid_maps.float(), size=heatmaps.shape[-2:], mode="bilinear", align_corners=False)
+    torch.testing.assert_close(heatmaps, minmax(upsampled))
+    varies = upsampled.amax(dim=(-2, -1)) > upsampled.amin(dim=(-2, -1))
+    assert heatmaps.amax(dim=(-2, -1))[varies].eq(1).all() and heatmaps.amin(dim=(-2, -1))[varies].eq(0).all()
+    assert heatmaps[~varies].eq(0).all()
+    return varies
 
 
 def assert_maps_match(ours, reference, shapes=None):
