@@ -128,6 +128,7 @@ def _write_scenes(folder, scenes, query="prompt"):
     return write_manifest(folder / "manifest.jsonl", records), examples
 
 
+@pytest.mark.slow
 def test_manifest_round_trip(tmp_path, clip, scenes):
     manifest, examples = _write_scenes(tmp_path, scenes)
     read = list(read_manifest(manifest))
@@ -213,6 +214,7 @@ def test_manifest_errors_found_while_reading(tmp_path):
         read_manifest(tmp_path / "missing.jsonl")
 
 
+@pytest.mark.slow
 def test_command_line_writes_json_table_and_figure(clip, tmp_path, capsys):
     out, figure = tmp_path / "out" / "results.json", tmp_path / "example.png"
     argv = [

@@ -3,6 +3,7 @@ command line with generated broken files."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[Healt
 layer_sets = st.lists(st.integers(0, 3), min_size=1, max_size=4, unique=True)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     height=st.integers(8, 72),
@@ -43,6 +45,7 @@ def test_clip_maps_have_the_documented_form_and_equal_one_at_a_time(clip, height
     torch.testing.assert_close(alone.grid_maps[0, 0], out.grid_maps[b, k], rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     height=st.integers(8, 64),
@@ -64,6 +67,7 @@ def test_classifier_maps_equal_one_at_a_time(vit, height, width, batch, targets,
     torch.testing.assert_close(alone.grid_maps[0, 0], out.grid_maps[b, -1], rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     data=st.binary(max_size=3000),

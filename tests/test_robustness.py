@@ -118,6 +118,7 @@ def test_odd_prompts(clip):
     assert torch.isfinite(long.grid_maps).all()
 
 
+@pytest.mark.slow
 def test_many_prompts_are_chunked_and_equal_the_unchunked_maps(clip, monkeypatch):
     explainer = LeGradExplainer(clip.model, clip.processor)
     image = random_image(6)
