@@ -1,4 +1,5 @@
-"""Half precision and degenerate images: maps stay finite, non-zero and close to the float32 maps."""
+"""Half precision and degenerate images: maps stay finite, non-zero, close to the float32 maps and, raw, to the
+float32 reference."""
 
 from __future__ import annotations
 
