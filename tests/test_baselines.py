@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from test_exact import assert_heatmaps_are_normalized_grid_maps
 from transformers_legrad import LeGradExplainer
 from transformers_legrad.evaluation import baselines
 from transformers_legrad.evaluation.baselines import (
@@ -56,7 +57,7 @@ def test_shapes_values_and_scores(tiny, method):
     assert out.grid_maps.shape == (2, 2, GRID, GRID)
     assert out.heatmaps.shape == (2, 2, 48, 48)
     assert torch.isfinite(out.grid_maps).all() and (out.grid_maps >= 0).all()
-    assert out.heatmaps.min() >= 0 and out.heatmaps.max() <= 1
+    assert_heatmaps_are_normalized_grid_maps(out.heatmaps, out.grid_maps)
     assert out.layer_maps is None and out.grid_shapes == [(GRID, GRID)] * 2
     legrad = LeGradExplainer(tiny.model, tiny.processor).explain(images=images, **_query(tiny))
     assert out.labels == legrad.labels

@@ -1,13 +1,14 @@
 """`benchmarks/bench_speed.py --smoke`: the speed benchmark runs end to end on tiny models and reports honestly.
 
-Only the report's shape and the map-agreement check are tested; timings are never asserted (they are measurements,
-recorded in benchmarks/README.md, not tests).
+Only the report's shape and the map-agreement check are tested; timings are only checked to fit within the test's own
+wall clock around the run (they are measurements, recorded in benchmarks/README.md, not tests).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,9 @@ def bench():
 
 def test_smoke_run_writes_a_complete_report(bench, tmp_path, capsys):
     path = tmp_path / "speed.json"
+    start = time.perf_counter()
     bench.main(["--smoke", "--json", str(path)])
+    wall_ms = 1000 * (time.perf_counter() - start)
     report = json.loads(path.read_text())
     table = capsys.readouterr().out
     assert report["machine"]["cpu"] and report["machine"]["torch_threads"] == 1
@@ -36,7 +39,6 @@ def test_smoke_run_writes_a_complete_report(bench, tmp_path, capsys):
     for record in results:
         assert set(record["median_ms"]) == set(bench.METHODS)
         assert all(len(times) == report["repeats"] for times in record["times_ms"].values())
-        assert all(t > 0 for times in record["times_ms"].values() for t in times)
         assert record["maps_agree"] is True
         assert 0 <= record["map_check"]["max_abs_diff"] <= record["map_check"]["tolerance"]
         expected_floor = record["median_ms"]["forward"] * (
@@ -51,6 +53,9 @@ def test_smoke_run_writes_a_complete_report(bench, tmp_path, capsys):
         assert all(value >= 0 for value in record["peak_memory_mb"].values())
         assert record["explained_layers"] == (2 if record["layers"] == "last2" else record["num_layers"])
     assert table.count("| smoke-") == len(results)
+    # The timed repeats of every method and record ran within the test's own wall clock around the benchmark.
+    times = [t for record in results for repeats in record["times_ms"].values() for t in repeats]
+    assert min(times) > 0 and sum(times) <= wall_ms, (sum(times), wall_ms)
 
 
 def test_disagreeing_maps_stop_the_benchmark(bench, monkeypatch):

@@ -138,6 +138,7 @@ def test_debug_shows_the_traceback(clip, image_folder, tmp_path):
         main(["explain", str(image_folder), "--model", clip.path, "--out", str(tmp_path), "--debug"])
 
 
+@pytest.mark.slow
 def test_bad_flag_is_a_usage_error_without_traceback(tmp_path):
     result = subprocess.run(
         [

@@ -87,6 +87,7 @@ def test_shards_are_disjoint_and_cover_the_rows():
         datasets_io.process_shards(4, 2, 2)
 
 
+@pytest.mark.slow
 def test_two_processes_write_what_one_process_writes(clip, scene_folder, tmp_path):
     single, double = tmp_path / "single", tmp_path / "double"
     assert run_single_threaded(explain_args(clip.path, scene_folder, single)) == 0

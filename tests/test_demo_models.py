@@ -140,6 +140,7 @@ def test_vit_held_out_accuracy(loaded):
 
 
 # --- the maps point at the objects ------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["clip", "siglip"])
 def test_dual_encoder_maps_point_at_the_prompted_object(name, loaded, held_out):
     model, processor = loaded[name]

@@ -11,6 +11,7 @@ import weakref
 import pytest
 import torch
 
+from test_exact import assert_raw_maps_match
 from transformers_legrad import LeGradExplainer, engine
 from transformers_legrad.adapters import adapter_for
 
@@ -194,6 +195,7 @@ def test_eager_model_stays_eager_and_gives_the_same_maps(family, request):
     assert_same_state(before, model_state(eager))
     sdpa = LeGradExplainer(tiny.model, layers="all").explain(**inputs)
     assert (minmax(ours.grid_maps) - minmax(sdpa.grid_maps)).abs().max() <= 1e-4
+    assert_raw_maps_match(ours.grid_maps, sdpa.grid_maps)
 
 
 @pytest.mark.parametrize("family", ["clip", "siglip", "vit", "deit_teacher"])

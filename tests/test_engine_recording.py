@@ -14,6 +14,7 @@ import weakref
 import pytest
 import torch
 
+from test_exact import assert_raw_maps_match
 from transformers_legrad import LeGradExplainer, engine
 from transformers_legrad.adapters import adapter_for
 
@@ -73,6 +74,8 @@ def test_recorded_partly_recorded_and_recomputed_tails_give_the_same_maps(family
     assert recomputed.abs().max() > 0
     assert (minmax(recorded) - minmax(recomputed)).abs().max() <= TOLERANCE
     assert (minmax(partly) - minmax(recomputed)).abs().max() <= TOLERANCE
+    assert_raw_maps_match(recorded, recomputed, TOLERANCE)
+    assert_raw_maps_match(partly, recomputed, TOLERANCE)
 
 
 @pytest.mark.parametrize("family", ["clip", "vit"])

@@ -1,21 +1,29 @@
-"""Exact maps: `grid_maps` against the independent straightforward implementation in `reference.py`.
+"""Exact maps: `grid_maps` and `layer_maps` against the independent straightforward implementation in `reference.py`.
 
-Every family, float32, tiny random models: the default layers (last 2), all layers and an arbitrary set; 1 and 3
-prompts or targets; a batch of 2 images; non-square inputs through `interpolate_pos_encoding`; SigLIP's correction
-on and off; SigLIP 2 NaFlex batches whose images have different grids.
+Every map is compared twice: raw (each map divided by the reference map's largest value, which keeps a wrong scale
+visible) and after min-max normalization (which does not). Every family, float32, tiny random models: the default
+layers (last 2), all layers and an arbitrary set; 1 and 3 prompts or targets; a batch of 2 images; non-square inputs
+through `interpolate_pos_encoding`; SigLIP's correction on and off; SigLIP 2 NaFlex batches whose images have
+different grids.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from transformers_legrad import LeGradExplainer
+from transformers_legrad import explainer as explainer_module
 
 from reference import minmax, reference_grid_maps
 from tiny_models import NUM_LAYERS, random_image
 
-TOLERANCE = 1e-4
+TOLERANCE = 1e-4  # max abs difference after min-max normalization
+RAW_TOLERANCE = 1e-5  # max abs difference of raw maps, relative to each reference map's max (float32: ~5e-7)
+# The same for a half-precision copy of the model against the float32 reference; measured on the tiny models:
+# float16 up to 2e-3 (5e-3 with gradients near float16's underflow), bfloat16 up to 1.4e-2. A 1.5x scale gives 0.5.
+HALF_PRECISION_RAW_TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 5e-2}
 DUAL_ENCODERS = ["clip", "clip_vision_projection", "siglip", "siglip2"]
 CLASSIFIERS = ["vit", "deit", "deit_teacher", "dinov2"]
 LAYER_CASES = {
@@ -58,13 +66,48 @@ def valid_grid(shapes, like):
     return valid
 
 
-def assert_maps_match(ours, reference, shapes=None):
+def assert_min_max_maps_match(ours, reference, shapes=None):
+    """Maps equal after per-map min-max normalization (over each image's own grid when `shapes` is given)."""
     assert ours.shape == reference.shape, (ours.shape, reference.shape)
     assert torch.isfinite(ours).all()
     valid = None if shapes is None else valid_grid(shapes, reference)
     difference = (minmax(ours, valid) - minmax(reference, valid)).abs().max().item()
     assert difference <= TOLERANCE, f"max abs difference after min-max {difference:.2e}"
     assert reference.abs().sum() > 0, "the reference map is all zero: the comparison would prove nothing"
+
+
+def assert_raw_maps_match(ours, reference, tolerance=RAW_TOLERANCE):
+    """Raw maps [..., h, w] equal within `tolerance` of each reference map's largest absolute value.
+
+    Unlike min-max normalization this sees the maps' scale: 1.5x the reference differs by 0.5 at its maximum.
+    """
+    assert ours.shape == reference.shape, (ours.shape, reference.shape)
+    assert torch.isfinite(ours).all()
+    scale = reference.abs().amax(dim=(-2, -1), keepdim=True)
+    assert (scale > 0).any(), "every reference map is all zero: the comparison would prove nothing"
+    scale = torch.where(scale > 0, scale, 1.0)
+    torch.testing.assert_close(
+        ours.float() / scale, reference.float() / scale, rtol=0, atol=tolerance, msg=lambda m: f"raw maps: {m}"
+    )
+
+
+def assert_heatmaps_are_normalized_grid_maps(heatmaps, grid_maps):
+    """Each heatmap [B, K, H, W] is its grid map upsampled bilinearly and min-max normalized (one size per batch).
+
+    Returns the bool [B, K] of the maps that are not constant: those reach 0 and 1 exactly, the others are all 0.
+    """
+    upsampled = F.interpolate(grid_maps.float(), size=heatmaps.shape[-2:], mode="bilinear", align_corners=False)
+    torch.testing.assert_close(heatmaps, minmax(upsampled))
+    varies = upsampled.amax(dim=(-2, -1)) > upsampled.amin(dim=(-2, -1))
+    assert heatmaps.amax(dim=(-2, -1))[varies].eq(1).all() and heatmaps.amin(dim=(-2, -1))[varies].eq(0).all()
+    assert heatmaps[~varies].eq(0).all()
+    return varies
+
+
+def assert_maps_match(ours, reference, shapes=None):
+    """Maps equal raw and after min-max normalization (float32 tolerances)."""
+    assert_raw_maps_match(ours, reference)
+    assert_min_max_maps_match(ours, reference, shapes)
 
 
 @pytest.mark.parametrize("family", DUAL_ENCODERS)
@@ -77,11 +120,18 @@ def test_dual_encoder_maps_match_reference(family, layer_case, num_prompts, requ
     pixels = pixel_inputs(tiny, sizes)
     text_embeds = random_embeds(num_prompts, embedding_dim(tiny.model), seed=num_prompts)
     out = LeGradExplainer(tiny.model, layers=layers).explain(
-        **explain_kwargs(pixels), text_embeds=text_embeds, correction=False if "siglip" in family else None
+        **explain_kwargs(pixels),
+        text_embeds=text_embeds,
+        correction=False if "siglip" in family else None,
+        return_layer_maps=True,
     )
     reference = reference_grid_maps(tiny.model, pixels, text_embeds=text_embeds, layers=indices)
     assert out.explained_layers == indices
-    assert_maps_match(out.grid_maps, reference, out.grid_shapes if family == "siglip2" else None)
+    shapes = out.grid_shapes if family == "siglip2" else None
+    assert_maps_match(out.grid_maps, reference, shapes)
+    for position, layer in enumerate(indices):
+        alone = reference_grid_maps(tiny.model, pixels, text_embeds=text_embeds, layers=[layer])
+        assert_maps_match(out.layer_maps[:, :, position], alone, shapes)
 
 
 @pytest.mark.parametrize("family", ["siglip", "siglip2"])
@@ -109,11 +159,16 @@ def test_classifier_maps_match_reference(family, layer_case, targets, request):
     tiny = request.getfixturevalue(family)
     layers, indices = LAYER_CASES[layer_case]
     pixels = pixel_inputs(tiny, [(48, 48), (48, 48)])
-    out = LeGradExplainer(tiny.model, layers=layers).explain(pixel_values=pixels["pixel_values"], targets=targets)
+    out = LeGradExplainer(tiny.model, layers=layers).explain(
+        pixel_values=pixels["pixel_values"], targets=targets, return_layer_maps=True
+    )
     target_ids = torch.tensor([targets, targets])
     assert torch.equal(out.target_ids, target_ids)
     reference = reference_grid_maps(tiny.model, pixels, targets=target_ids, layers=indices)
     assert_maps_match(out.grid_maps, reference)
+    for position, layer in enumerate(indices):
+        alone = reference_grid_maps(tiny.model, pixels, targets=target_ids, layers=[layer])
+        assert_maps_match(out.layer_maps[:, :, position], alone)
 
 
 @pytest.mark.parametrize("family", CLASSIFIERS)
@@ -175,3 +230,29 @@ def test_each_prompt_gets_its_own_map(clip):
         alone = explainer.explain(pixel_values=pixels["pixel_values"], text_embeds=embeds[k : k + 1])
         torch.testing.assert_close(together.grid_maps[:, k : k + 1], alone.grid_maps, rtol=1e-5, atol=1e-7)
     assert not torch.allclose(minmax(together.grid_maps[:, 0]), minmax(together.grid_maps[:, 1]))
+
+
+@pytest.mark.parametrize("family", ["clip", "vit"])
+def test_a_wrong_scale_fails_the_raw_comparison_and_only_it(family, request, monkeypatch):
+    """Relevance 1.5x too large (say, a head count divided once too few) fails `assert_maps_match`.
+
+    Min-max normalization alone cannot see it: the same maps pass `assert_min_max_maps_match`.
+    """
+    tiny = request.getfixturevalue(family)
+    pixels = pixel_inputs(tiny, [(48, 48), (48, 48)])
+    if family == "clip":
+        text_embeds = random_embeds(3, embedding_dim(tiny.model), seed=3)
+        kwargs, reference_kwargs = {"text_embeds": text_embeds}, {"text_embeds": text_embeds}
+    else:
+        kwargs, reference_kwargs = {"targets": [0, 3]}, {"targets": torch.tensor([[0, 3]] * 2)}
+    reference = reference_grid_maps(tiny.model, pixels, layers=list(range(NUM_LAYERS)), **reference_kwargs)
+    explainer = LeGradExplainer(tiny.model, layers="all")
+    assert_maps_match(explainer.explain(pixel_values=pixels["pixel_values"], **kwargs).grid_maps, reference)
+
+    real = explainer_module.layer_relevance
+    monkeypatch.setattr(explainer_module, "layer_relevance", lambda *args, **kw: 1.5 * real(*args, **kw))
+    wrong = explainer.explain(pixel_values=pixels["pixel_values"], **kwargs).grid_maps
+    torch.testing.assert_close(wrong, 1.5 * reference, rtol=1e-4, atol=1e-5 * reference.abs().max().item())
+    with pytest.raises(AssertionError, match="raw maps"):
+        assert_maps_match(wrong, reference)
+    assert_min_max_maps_match(wrong, reference)

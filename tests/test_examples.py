@@ -32,6 +32,8 @@ TESTED = {
     "high_resolution",
 }
 
+pytestmark = pytest.mark.slow  # each test runs a script or a demo model (a few seconds on 2 cores)
+
 
 def demo_model(name: str) -> str:
     try:

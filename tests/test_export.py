@@ -14,6 +14,7 @@ from huggingface_hub import ModelCard
 from transformers_legrad.cli import main
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "family, base_model", [("clip", "openai/clip-vit-base-patch16"), ("vit", "google/vit-base-patch16-224")]
 )

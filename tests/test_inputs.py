@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from test_exact import assert_maps_match
 from transformers_legrad import LeGradExplainer
 
 from reference import minmax, reference_grid_maps
@@ -46,7 +47,7 @@ def test_siglip_pads_prompts_to_max_length_and_corrects_with_the_null_prompt(sig
     expected = reference_grid_maps(
         siglip.model, dict(pixels), text_embeds=embeds, layers=[2, 3], correction=True, null_text_embeds=null
     )
-    assert (minmax(out.grid_maps) - minmax(expected)).abs().max() <= 1e-4
+    assert_maps_match(out.grid_maps, expected)
     with torch.no_grad():
         tokens = siglip.processor.tokenizer(PROMPTS, padding="max_length", max_length=length, return_tensors="pt")
         logits = siglip.model(pixel_values=pixels["pixel_values"], **tokens).logits_per_image
@@ -162,7 +163,7 @@ def test_score_model_last_layer_explains_clips_own_score(clip):
     score = (F.normalize(eager.visual_projection(vision.pooler_output), dim=-1) * embeds).sum()
     (grad,) = torch.autograd.grad(score, vision.attentions[-1])
     expected = grad.clamp(min=0).mean(dim=(1, 2))[:, 1:].reshape(1, 1, 6, 6)
-    assert (minmax(out.grid_maps) - minmax(expected)).abs().max() <= 1e-4
+    assert_maps_match(out.grid_maps, expected)
 
 
 def test_top_k_explains_each_images_most_probable_classes(vit):

@@ -13,10 +13,11 @@ from PIL import Image
 from transformers import pipeline
 
 from test_engine import assert_same_state, explain_inputs, model_state
+from test_exact import HALF_PRECISION_RAW_TOLERANCE, assert_raw_maps_match
 from transformers_legrad import LeGradExplainer, engine
 from transformers_legrad.images import ImageReadError, load, open_image
 
-from reference import minmax
+from reference import minmax, reference_grid_maps
 from tiny_models import random_image
 
 MODES = ["L", "LA", "RGBA", "P", "CMYK", "I;16", "1", "I", "F", "RGB"]
@@ -117,6 +118,7 @@ def test_odd_prompts(clip):
     assert torch.isfinite(long.grid_maps).all()
 
 
+@pytest.mark.slow
 def test_many_prompts_are_chunked_and_equal_the_unchunked_maps(clip, monkeypatch):
     explainer = LeGradExplainer(clip.model, clip.processor)
     image = random_image(6)
@@ -189,3 +191,7 @@ def test_float16_with_tiny_gradients_matches_float32(vit):
     a, b = minmax(full.grid_maps).flatten(2), minmax(half.grid_maps).flatten(2)
     a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
     assert ((a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))).min() >= 0.99
+    reference = reference_grid_maps(
+        model, {"pixel_values": pixel_values}, targets=torch.tensor([[0, 3]] * 2), layers=[0, 1, 2, 3]
+    )
+    assert_raw_maps_match(half.grid_maps, reference, HALF_PRECISION_RAW_TOLERANCE[torch.float16])

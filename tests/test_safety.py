@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 import transformers_legrad
@@ -32,6 +33,7 @@ def test_bundled_weights_are_safetensors_only():
     assert all(p.suffix == ".safetensors" for p in weights), weights
 
 
+@pytest.mark.slow
 def test_import_and_explain_open_no_network_connection(clip, tmp_path):
     """In a fresh interpreter whose sockets refuse to connect, import the package and explain through it."""
     script = textwrap.dedent(f"""

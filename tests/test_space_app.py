@@ -61,6 +61,8 @@ def test_prompts_give_one_captioned_overlay_each_and_a_zip_of_maps(app, scene):
         with np.load(io.BytesIO(archive.read("maps.npz"))) as maps:
             assert maps["maps"].shape == (len(prompts), image.height, image.width)
             assert maps["maps"].dtype == np.float32 and 0 <= maps["maps"].min() and maps["maps"].max() <= 1
+            # Min-max normalized heatmaps, resized onto the image: each still spans (nearly) the whole [0, 1].
+            assert (maps["maps"].max(axis=(1, 2)) > 0.9).all() and (maps["maps"].min(axis=(1, 2)) < 0.1).all()
             assert maps["labels"].tolist() == [label for label, _ in captions]
             assert maps["layers"].tolist() == [2, 3]  # the last 2 of the demo CLIP's 4 blocks
         png = next(name for name in names if name.endswith("_heatmap.png"))

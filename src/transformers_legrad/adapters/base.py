@@ -42,6 +42,7 @@ def execution_device(module: nn.Module, model: nn.Module) -> torch.device:
             return torch.device(device)
     return torch.device("cpu")
 
+
 ZERO_SHOT = "zero-shot-image-classification"
 IMAGE_CLASSIFICATION = "image-classification"
 #: The transformers Auto class and processor class that load a checkpoint of each base task.
