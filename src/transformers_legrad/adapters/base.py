@@ -157,12 +157,13 @@ class FamilySpec:
             raise ValueError(
                 f"FamilySpec {self.name!r}: `prefix_tokens` must be an int >= 0, got {self.prefix_tokens!r}."
             )
-        for name in ("default_class", *(("pipeline_classes",) if self.pipeline_classes else ())):
-            value = getattr(self, name)
-            for class_name in (value,) if isinstance(value, str) else value or ():
+        named = {"default_class": (self.default_class,) if self.default_class else ()}
+        named["pipeline_classes"] = self.pipeline_classes or ()
+        for field_name, class_names in named.items():
+            for class_name in class_names:
                 if class_name not in self.class_names:
                     raise ValueError(
-                        f"FamilySpec {self.name!r}: `{name}` names {class_name!r}, which is not one of its "
+                        f"FamilySpec {self.name!r}: `{field_name}` names {class_name!r}, which is not one of its "
                         f"`model_classes` ({', '.join(self.class_names)})."
                     )
 
