@@ -21,7 +21,7 @@ _SCORE = (
     "in the authors' code."
 )
 _CROP_NOTE = (
-    "- **Center crop.** {name}'s processor resizes the short side of the image and center-crops a square. On a "
+    "- **Center crop.** {name}'s processor resizes the short side of the image and crops its central square. On a "
     "non-square image the model never sees the cropped-away sides: the pipeline's `heatmap` and `overlay` are blank "
     "(zero) there, which means *not looked at*, not *no evidence*. Pad the image to a square first if the whole "
     "picture matters."
