@@ -16,6 +16,7 @@ import yaml
 from huggingface_hub import ModelCard, metadata_load
 from transformers import BertConfig, ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
+import tiny_clip_layout
 from transformers_legrad import SUPPORTED_MODEL_CLASSES, cards, cli
 from transformers_legrad.adapters import adapter_for
 from transformers_legrad.cards import (
@@ -184,6 +185,9 @@ def tiny_by_class(request):
         "CLIPModel": request.getfixturevalue("clip"),
         "SiglipModel": request.getfixturevalue("siglip"),
         "ViTForImageClassification": _tiny_vit_imagenet_labels(),
+        "MetaClip2Model": tiny_clip_layout.make_metaclip2(),
+        "AltCLIPModel": tiny_clip_layout.make_altclip(),
+        "ChineseCLIPModel": tiny_clip_layout.make_chinese_clip(),
     }
 
 

@@ -42,6 +42,10 @@ def test_unsupported_model_lists_supported_classes():
     assert set(SUPPORTED_MODEL_CLASSES) >= {
         "CLIPModel",
         "CLIPVisionModelWithProjection",
+        "MetaClip2Model",
+        "MetaClip2VisionModelWithProjection",
+        "AltCLIPModel",
+        "ChineseCLIPModel",
         "SiglipModel",
         "Siglip2Model",
         "ViTForImageClassification",

@@ -1,0 +1,60 @@
+"""Chinese CLIP: `ChineseCLIPModel`.
+
+Chinese CLIP keeps CLIP's vision tower, module for module (`vision_model.encoder.layers`, `self_attn.v_proj` /
+`out_proj`, `post_layernorm`, `visual_projection`, one CLS token), so its adapter is `CLIPAdapter` with its own
+classes and card; the readout is CLIP's. Its text tower is a BERT (RoBERTa-wwm) encoder that takes
+`token_type_ids` and is pooled at its first ([CLS]) token by `get_text_features`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from .base import HubCheckpoint, TextInputs, execution_device
+from .clip import CLIPAdapter
+from .metaclip2 import clip_layout_card
+from .registry import register
+
+
+@register
+class ChineseCLIPAdapter(CLIPAdapter):
+    spec = replace(
+        CLIPAdapter.spec,
+        name="chinese_clip",
+        display_name="Chinese CLIP",
+        model_classes=("ChineseCLIPModel",),
+        model_types=("chinese_clip",),
+        pipeline_classes=("ChineseCLIPModel",),
+        default_class="ChineseCLIPModel",
+        **clip_layout_card("Chinese CLIP", "BERT, pooled at its [CLS] token", crops=False),
+        # License: the Hub repo carries no license tag; "mit" is the license of the OFA-Sys/Chinese-CLIP release it
+        # comes from. Parameter counts: the model built on the meta device with the checkpoint's architecture
+        # (ViT-B/16 at 224 px; BERT base with a 21,128-token vocabulary; 512-d projection), rounded; they equal the
+        # release's published 188M / 86M.
+        checkpoints=(
+            HubCheckpoint(
+                model_id="OFA-Sys/chinese-clip-vit-base-patch16",
+                license="mit",
+                native_resolution=224,
+                patch_size=16,
+                parameters_millions=188,
+                image_tower_parameters_millions=86,
+                image_size=448,
+            ),
+        ),
+    )
+
+    def text_features(self, text: TextInputs) -> torch.Tensor:
+        """Prompt embeddings [prompts, dim]: `get_text_features` with the prompts' `token_type_ids` (one segment,
+        all zeros, as the BERT tokenizer gives a single sentence, when the inputs carry none)."""
+        device = execution_device(self.model.text_model, self.model)
+        input_ids = text.input_ids.to(device)
+        token_type_ids = text.extra.get("token_type_ids")
+        token_type_ids = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids.to(device)
+        attention_mask = None if text.attention_mask is None else text.attention_mask.to(device)
+        output = self.model.get_text_features(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        )
+        return output.pooler_output
