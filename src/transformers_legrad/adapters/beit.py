@@ -35,7 +35,7 @@ BEIT_SCORE = (
 BEIT_NOTES = (
     *CLASSIFIER_NOTES,
     "- **Pooling.** The model's own head averages the patch tokens only; LeGrad's per-layer score averages all "
-    "tokens, CLS included, as for every other classifier. `score=\"model\"` explains the model's own pooling.",
+    'tokens, CLS included, as for every other classifier. `score="model"` explains the model\'s own pooling.',
 )
 
 
