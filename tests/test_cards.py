@@ -16,6 +16,7 @@ import yaml
 from huggingface_hub import ModelCard, metadata_load
 from transformers import BertConfig, ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
+import tiny_classifiers
 from transformers_legrad import SUPPORTED_MODEL_CLASSES, cards, cli
 from transformers_legrad.adapters import adapter_for
 from transformers_legrad.cards import (
@@ -184,6 +185,10 @@ def tiny_by_class(request):
         "CLIPModel": request.getfixturevalue("clip"),
         "SiglipModel": request.getfixturevalue("siglip"),
         "ViTForImageClassification": _tiny_vit_imagenet_labels(),
+        "BeitForImageClassification": tiny_classifiers.make_beit(**tiny_classifiers.imagenet_like_labels()),
+        "Data2VecVisionForImageClassification": tiny_classifiers.make_data2vec_vision(
+            **tiny_classifiers.imagenet_like_labels()
+        ),
     }
 
 

@@ -39,7 +39,7 @@ def test_unsupported_model_lists_supported_classes():
             LeGradExplainer(model)
         for name in SUPPORTED_MODEL_CLASSES:
             assert name in str(error.value)
-    assert len(SUPPORTED_MODEL_CLASSES) == 8
+    assert len(SUPPORTED_MODEL_CLASSES) == 11
 
 
 @pytest.mark.parametrize(

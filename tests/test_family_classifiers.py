@@ -242,7 +242,6 @@ def test_cli_top_k(family, request, tmp_path, capsys):
 @pytest.mark.parametrize(
     "model_id, model_class",
     [
-        ("facebook/dinov2-with-registers-small-imagenet1k-1-layer", "Dinov2WithRegistersForImageClassification"),
         ("microsoft/beit-base-patch16-224", "BeitForImageClassification"),
         ("facebook/data2vec-vision-base-ft1k", "Data2VecVisionForImageClassification"),
     ],

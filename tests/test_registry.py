@@ -208,7 +208,17 @@ def test_a_malformed_spec_is_refused_when_declared(change, message):
 
 def test_the_package_families_come_from_their_specs():
     assert "facebook/vit-msn-small" not in cards.CARD_MODELS and "openai/clip-vit-base-patch16" in cards.CARD_MODELS
-    assert sorted(cards.FAMILIES) == ["clip", "deit", "dinov2", "siglip", "siglip2", "vit"]
+    assert sorted(cards.FAMILIES) == [
+        "beit",
+        "clip",
+        "data2vec-vision",
+        "deit",
+        "dinov2",
+        "dinov2_with_registers",
+        "siglip",
+        "siglip2",
+        "vit",
+    ]
     assert cards.FAMILIES["deit"].main_class == "DeiTForImageClassification"
     assert "CLIPVisionModelWithProjection" not in cards.ARCHITECTURES  # no text tower: no pipeline, no card
     assert registry.auto_classes() == ("AutoModelForZeroShotImageClassification", "AutoModelForImageClassification")

@@ -24,7 +24,14 @@ from transformers import (
 
 from tiny_models import CLASSIFIER, IMAGE_SIZE, Tiny, _build, _round_trip, _square
 
-__all__ = ["NUM_REGISTERS", "make_beit", "make_beit_cls", "make_data2vec_vision", "make_dinov2_registers"]
+__all__ = [
+    "NUM_REGISTERS",
+    "imagenet_like_labels",
+    "make_beit",
+    "make_beit_cls",
+    "make_data2vec_vision",
+    "make_dinov2_registers",
+]
 
 NUM_REGISTERS = 4
 #: BEiT as published: relative position bias in every block, layer scale, mean-pooling head.
@@ -51,8 +58,16 @@ def _randomize_constants(model: torch.nn.Module, seed: int) -> None:
             param.copy_(0.5 * torch.randn(param.shape, generator=gen))
 
 
+def imagenet_like_labels() -> dict:
+    """`num_labels`, `id2label`, `label2id` of 1000 classes, 281 and 285 named as in the ImageNet-1k checkpoints
+    (for the model cards' usage code, which names them)."""
+    id2label = {i: f"class {i}" for i in range(1000)}
+    id2label[281], id2label[285] = "tabby, tabby cat", "Egyptian cat"
+    return {"num_labels": 1000, "id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
+
+
 def _tiny(model_cls, config_cls, image_processor, name: str, seed: int, **config) -> Tiny:
-    model = _build(model_cls, config_cls(**CLASSIFIER, **config), seed)
+    model = _build(model_cls, config_cls(**{**CLASSIFIER, **config}), seed)
     _randomize_constants(model, seed)
     return _round_trip(
         model, image_processor, name, auto_model=AutoModelForImageClassification, auto_processor=AutoImageProcessor
@@ -72,10 +87,11 @@ def make_dinov2_registers(seed: int = 0) -> Tiny:
     )
 
 
-def make_beit(seed: int = 0) -> Tiny:
-    """BeitForImageClassification as published (relative bias, layer scale, mean pooling) + BeitImageProcessorPil."""
+def make_beit(seed: int = 0, **config) -> Tiny:
+    """BeitForImageClassification as published (relative bias, layer scale, mean pooling) + BeitImageProcessorPil;
+    `config` overrides (e.g. `imagenet_like_labels()`)."""
     ip = BeitImageProcessorPil(size=_square(), crop_size=_square(), do_center_crop=False)
-    return _tiny(BeitForImageClassification, BeitConfig, ip, "beit", seed, **BEIT_MEAN_POOLING)
+    return _tiny(BeitForImageClassification, BeitConfig, ip, "beit", seed, **{**BEIT_MEAN_POOLING, **config})
 
 
 def make_beit_cls(seed: int = 0) -> Tiny:
@@ -84,9 +100,9 @@ def make_beit_cls(seed: int = 0) -> Tiny:
     return _tiny(BeitForImageClassification, BeitConfig, ip, "beit-cls", seed, **BEIT_CLS_POOLING)
 
 
-def make_data2vec_vision(seed: int = 1) -> Tiny:
-    """Data2VecVisionForImageClassification (relative bias, layer scale, mean pooling) + BeitImageProcessorPil."""
+def make_data2vec_vision(seed: int = 1, **config) -> Tiny:
+    """Data2VecVisionForImageClassification (relative bias, layer scale, mean pooling) + BeitImageProcessorPil;
+    `config` overrides (e.g. `imagenet_like_labels()`)."""
     ip = BeitImageProcessorPil(size=_square(), crop_size=_square(), do_center_crop=False)
-    return _tiny(
-        Data2VecVisionForImageClassification, Data2VecVisionConfig, ip, "data2vec-vision", seed, **BEIT_MEAN_POOLING
-    )
+    config = {**BEIT_MEAN_POOLING, **config}
+    return _tiny(Data2VecVisionForImageClassification, Data2VecVisionConfig, ip, "data2vec-vision", seed, **config)

@@ -37,6 +37,14 @@ BEIT_NOTES = (
     "- **Pooling.** The model's own head averages the patch tokens only; LeGrad's per-layer score averages all "
     'tokens, CLS included, as for every other classifier. `score="model"` explains the model\'s own pooling.',
 )
+#: A base-sized (768 wide, 12 blocks) ImageNet-1k checkpoint fine-tuned at 224 px: parameters counted from its
+#: config on the meta device (the classifier is the difference between the two counts).
+BASE_224 = {
+    "parameters_millions": 87,
+    "image_tower_parameters_millions": 86,
+    "image_size": 224,
+    "image_size_note": ViTClassifierAdapter.spec.checkpoints[0].image_size_note,
+}
 
 
 @register
@@ -59,6 +67,7 @@ class BeitClassifierAdapter(ViTClassifierAdapter):
                 license="apache-2.0",
                 native_resolution=224,
                 patch_size=16,
+                **BASE_224,
             ),
         ),
     )
@@ -104,9 +113,10 @@ class Data2VecVisionClassifierAdapter(BeitClassifierAdapter):
         checkpoints=(
             HubCheckpoint(
                 model_id="facebook/data2vec-vision-base-ft1k",
-                license="unknown",
+                license="apache-2.0",
                 native_resolution=224,
                 patch_size=16,
+                **BASE_224,
             ),
         ),
     )

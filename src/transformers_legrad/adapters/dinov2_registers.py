@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .base import HubCheckpoint
 from .classifiers import Dinov2ClassifierAdapter
 from .registry import register
 
@@ -33,12 +32,5 @@ class Dinov2WithRegistersClassifierAdapter(Dinov2ClassifierAdapter):
             "- **Registers.** The register tokens are not image regions: they never appear in a map, and the "
             "head's mean of the patch tokens leaves them out, as the model's own head does.",
         ),
-        checkpoints=(
-            HubCheckpoint(
-                model_id="facebook/dinov2-with-registers-small-imagenet1k-1-layer",
-                license="unknown",
-                native_resolution=224,
-                patch_size=14,
-            ),
-        ),
+        checkpoints=(),
     )
