@@ -16,6 +16,7 @@ import yaml
 from huggingface_hub import ModelCard, metadata_load
 from transformers import BertConfig, ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
+import tiny_classifiers
 import tiny_clip_layout
 from transformers_legrad import SUPPORTED_MODEL_CLASSES, cards, cli
 from transformers_legrad.adapters import adapter_for
@@ -188,6 +189,10 @@ def tiny_by_class(request):
         "MetaClip2Model": tiny_clip_layout.make_metaclip2(),
         "AltCLIPModel": tiny_clip_layout.make_altclip(),
         "ChineseCLIPModel": tiny_clip_layout.make_chinese_clip(),
+        "BeitForImageClassification": tiny_classifiers.make_beit(**tiny_classifiers.imagenet_like_labels()),
+        "Data2VecVisionForImageClassification": tiny_classifiers.make_data2vec_vision(
+            **tiny_classifiers.imagenet_like_labels()
+        ),
     }
 
 

@@ -53,6 +53,9 @@ def test_unsupported_model_lists_supported_classes():
         "DeiTForImageClassificationWithTeacher",
         "Dinov2ForImageClassification",
         "ViTMSNForImageClassification",
+        "Dinov2WithRegistersForImageClassification",
+        "BeitForImageClassification",
+        "Data2VecVisionForImageClassification",
     }
 
 

@@ -287,7 +287,8 @@ def test_a_malformed_spec_is_refused_when_declared(change, message):
 def test_the_package_families_come_from_their_specs():
     assert "me/tiny-vit" not in cards.CARD_MODELS and "openai/clip-vit-base-patch16" in cards.CARD_MODELS
     dual_encoders = {"altclip", "chinese_clip", "clip", "metaclip_2", "siglip", "siglip2"}
-    assert dual_encoders | {"deit", "dinov2", "vit", "vit_msn"} <= set(cards.FAMILIES)
+    classifiers = {"beit", "data2vec-vision", "deit", "dinov2", "dinov2_with_registers", "vit", "vit_msn"}
+    assert dual_encoders | classifiers <= set(cards.FAMILIES)
     assert cards.FAMILIES["deit"].main_class == "DeiTForImageClassification"
     assert "CLIPVisionModelWithProjection" not in cards.ARCHITECTURES  # no text tower: no pipeline, no card
     assert registry.auto_classes() == ("AutoModelForZeroShotImageClassification", "AutoModelForImageClassification")
