@@ -168,8 +168,9 @@ def test_a_registered_family_is_listed_carded_served_and_exported(registered, ti
 
     exported = export_pipeline(explain, tmp_path / "exported", model_id="me/tiny-vit-finetune")
     assert "Tiny ViT" in (exported / "README.md").read_text()
-    config = json.loads((exported / "config.json").read_text())
-    assert "AutoModelForImageClassification" in config["custom_pipelines"]["legrad-explanation-hub"]["pt"]
+    assert json.loads((exported / "config.json").read_text())["model_type"] == TinyViTConfig.model_type
+    reloaded = pipeline("legrad-explanation", model=str(exported))  # the exported folder serves the family again
+    assert type(reloaded.model) is TinyViTClassifier and len(reloaded(random_image(5), top_k=1)) == 1
 
     out = tmp_path / "cli"
     image = tmp_path / "image.png"
@@ -318,3 +319,37 @@ def test_every_adapter_file_registers_the_adapters_it_declares():
         assert declared, f"adapters/{name}.py declares no adapter"
         unregistered = [obj.__name__ for obj in declared if obj not in registry.registered_adapters()]
         assert not unregistered, f"adapters/{name}.py declares {unregistered} without @register"
+
+
+def test_replace_takes_over_only_the_shared_classes_and_unregistering_gives_them_back():
+    from transformers import CLIPModel, CLIPVisionModelWithProjection
+
+    from transformers_legrad.adapters import CLIPAdapter
+
+    class VisionOnly(CLIPAdapter):
+        spec = FamilySpec(
+            **{
+                **CLIPAdapter.spec.__dict__,
+                "name": "clip_vision_only",
+                "model_classes": ("CLIPVisionModelWithProjection",),
+                "pipeline_classes": None,
+                "default_class": None,
+                "checkpoints": (),
+            }
+        )
+
+    registry.register(VisionOnly, replace=True)
+    try:
+        assert registry.adapter_class_for(CLIPVisionModelWithProjection) is VisionOnly
+        assert registry.adapter_class_for(CLIPModel) is CLIPAdapter
+        assert "openai/clip-vit-base-patch16" in cards.CARD_MODELS
+    finally:
+        registry.unregister(VisionOnly)
+    assert registry.adapter_class_for(CLIPVisionModelWithProjection) is CLIPAdapter
+
+
+def test_a_checkpoint_of_another_class_is_refused_when_declared():
+    with pytest.raises(ValueError, match="checkpoints' model_class` names 'Bar'"):
+        FamilySpec(
+            **{**TinyViTAdapter.spec.__dict__, "checkpoints": (HubCheckpoint("me/x", "mit", 48, 8, model_class="Bar"),)}
+        )

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from typing import Any
 import jinja2.meta
 from huggingface_hub import ModelCard, ModelCardData
 
-from .adapters import IMAGE_CLASSIFICATION, ZERO_SHOT, FamilySpec, registry  # noqa: F401  (ZERO_SHOT: public)
+from .adapters import IMAGE_CLASSIFICATION, ZERO_SHOT, FamilySpec, HubCheckpoint, registry  # noqa: F401  (ZERO_SHOT: public)
 from .adapters.base import TASK_LOADERS
 
 CLASSIFICATION = IMAGE_CLASSIFICATION
@@ -44,19 +44,27 @@ EXAMPLE_CLASS = "tabby, tabby cat"  # ImageNet-1k class 281, as named in the ViT
 
 
 class _Registered(Mapping):
-    """A read-only, always current view of the adapters' registry (an adapter registered later shows up)."""
+    """A read-only, always current view of the adapters' registry (an adapter registered later shows up), rebuilt
+    only when the registry changes."""
 
     def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
         self._read = read
+        self._cached: tuple[int, dict[str, Any]] | None = None
+
+    def _current(self) -> dict[str, Any]:
+        revision = registry.revision()
+        if self._cached is None or self._cached[0] != revision:
+            self._cached = (revision, self._read())
+        return self._cached[1]
 
     def __getitem__(self, key: str) -> Any:
-        return self._read()[key]
+        return self._current()[key]
 
     def __iter__(self):
-        return iter(self._read())
+        return iter(self._current())
 
     def __len__(self) -> int:
-        return len(self._read())
+        return len(self._current())
 
 
 #: How each class a card can be written for is explained: its family's spec (base task, processor class, score
@@ -67,36 +75,17 @@ FAMILIES: Mapping[str, FamilySpec] = _Registered(registry.families)
 
 
 @dataclass(frozen=True)
-class CardModel:
-    """One row of CARD_MODELS: what a card needs to know about a checkpoint.
+class CardModel(HubCheckpoint):
+    """One row of CARD_MODELS: a `HubCheckpoint` (see its fields) whose `family` and `model_class` are resolved.
 
-    Attributes:
-        model_id: the Hub id (or any name, for a checkpoint rendered from its config).
-        family: a FAMILIES key; also the card's family tag.
-        model_class: the transformers class that loads the checkpoint (an ARCHITECTURES key).
-        base_task: the base model's pipeline task, `zero-shot-image-classification` or `image-classification`.
-        license: the base model's license identifier as published on the Hub.
-        native_resolution: the square input size the model was trained at, in pixels; None if not fixed/known.
-        patch_size: pixels per patch side; None if unknown.
-        parameters_millions: approximate parameter count of the whole checkpoint (all towers), in millions.
-        image_tower_parameters_millions: approximate parameters of the image tower (what LeGrad differentiates).
-        image_size: suggested processed size to explain at (position embeddings are interpolated); None: native.
-        dtype: suggested torch dtype to load with (e.g. "bfloat16" for the largest models); None: the default.
-        image_size_note: why `image_size` is what it is, when that is not the usual "twice a 224 model's size".
+    `family` is a FAMILIES key, also the card's family tag; `model_class` the transformers class that loads the
+    checkpoint (an ARCHITECTURES key), whose spec gives `base_task` and the card's prose.
     """
 
-    model_id: str
-    family: str
-    model_class: str
-    base_task: str
-    license: str
-    native_resolution: int | None
-    patch_size: int | None
-    parameters_millions: float | None = None
-    image_tower_parameters_millions: float | None = None
-    image_size: int | None = None
-    dtype: str | None = None
-    image_size_note: str | None = None
+    @property
+    def base_task(self) -> str:
+        """The base model's pipeline task (its class's family's)."""
+        return self.architecture.base_task
 
     @property
     def architecture(self) -> FamilySpec:
@@ -134,11 +123,11 @@ def _card_models() -> dict[str, CardModel]:
     for adapter in registry.registered_adapters():
         spec = adapter.spec
         for checkpoint in spec.checkpoints:
-            fields = {name: getattr(checkpoint, name) for name in checkpoint.__dataclass_fields__}
-            family, model_class = fields.pop("family") or spec.name, fields.pop("model_class") or spec.main_class
-            base_task = ARCHITECTURES[model_class].base_task
-            row = CardModel(family=family, model_class=model_class, base_task=base_task, **fields)
-            rows.setdefault(checkpoint.model_id, row)
+            resolved = {
+                "family": checkpoint.family or spec.name,
+                "model_class": checkpoint.model_class or spec.main_class,
+            }
+            rows.setdefault(checkpoint.model_id, CardModel(**{**asdict(checkpoint), **resolved}))
     return rows
 
 
@@ -330,10 +319,7 @@ def _card_model(model_id, *, family, base_task, license, config) -> CardModel:
     elif config is not None:
         entry = _card_model_from_config(model_id, config, family)
     elif family is not None:
-        model_class = FAMILIES[family].main_class
-        entry = CardModel(
-            model_id, family, model_class, ARCHITECTURES[model_class].base_task, UNKNOWN_LICENSE, None, None
-        )
+        entry = CardModel(model_id, UNKNOWN_LICENSE, None, None, family=family, model_class=FAMILIES[family].main_class)
     else:
         raise ValueError(
             f"no card data for {model_id!r}: it is not one of CARD_MODELS ({', '.join(CARD_MODELS)}). Pass its "
@@ -379,14 +365,7 @@ def _card_model_from_config(model_id: str, config, family: str | None) -> CardMo
     if native is not None and ARCHITECTURES[model_class].is_dual_encoder and native <= 256:
         image_size = 2 * native  # the authors' demo setting for 224-pixel models
     return CardModel(
-        model_id,
-        family,
-        model_class,
-        ARCHITECTURES[model_class].base_task,
-        UNKNOWN_LICENSE,
-        native,
-        patch,
-        image_size=image_size,
+        model_id, UNKNOWN_LICENSE, native, patch, image_size=image_size, family=family, model_class=model_class
     )
 
 

@@ -93,6 +93,7 @@ class LeGradOutput:
 
         Raises:
             IndexError: `b` is not an image of this output.
+            TypeError: `b` is not an int (a bool is refused too).
         """
         if isinstance(b, bool):
             raise TypeError("the image index must be an int, not a bool.")
@@ -116,7 +117,7 @@ class LeGradExplainer:
     """LeGrad maps for Hugging Face CLIP, SigLIP/SigLIP 2 and ViT-family classifiers.
 
     Args:
-        model: a supported transformers model (see `SUPPORTED_MODEL_CLASSES`), on any device and dtype. It is
+        model: a supported model (`adapters.registry.supported_model_classes()`), on any device and dtype. It is
             left exactly as found: hooks, attention implementation, `requires_grad`, train/eval mode, weights.
         processor: the model's processor (`AutoProcessor.from_pretrained(...)`), needed for raw images and text.
         layers: explained blocks by default: None (the last 2, the authors' default), "all", an int n (the last

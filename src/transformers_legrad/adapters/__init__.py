@@ -27,20 +27,13 @@ for _module in sorted(pkgutil.iter_modules(__path__), key=lambda module: module.
     if _module.name not in ("base", "registry"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-from .classifiers import (  # noqa: E402  (re-exported names of the package's own adapters)
-    DeiTAdapter,
-    DeiTWithTeacherAdapter,
-    Dinov2ClassifierAdapter,
-    ViTClassifierAdapter,
-)
-from .clip import CLIPAdapter  # noqa: E402
-from .siglip import Siglip2Adapter, SiglipAdapter  # noqa: E402
-
-#: The adapters this package ships, in registration order (adapter files in name order).
+#: The adapters this package ships (a snapshot at import: `registry.registered_adapters()` includes yours).
 ADAPTERS: tuple[type[FamilyAdapter], ...] = registry.registered_adapters()
-
-#: The classes the package's own adapters explain; `registry.supported_model_classes()` adds registered ones.
+#: The classes the package's own adapters explain (`registry.supported_model_classes()` includes yours).
 SUPPORTED_MODEL_CLASSES: tuple[str, ...] = registry.supported_model_classes()
+
+# Each of the package's adapters is importable from here by its class name (`adapters.CLIPAdapter`).
+globals().update({adapter.__name__: adapter for adapter in ADAPTERS})
 
 __all__ = [
     "ADAPTERS",
@@ -48,19 +41,13 @@ __all__ = [
     "SUPPORTED_MODEL_CLASSES",
     "ZERO_SHOT",
     "AttentionHandle",
-    "CLIPAdapter",
-    "DeiTAdapter",
-    "DeiTWithTeacherAdapter",
-    "Dinov2ClassifierAdapter",
     "DualEncoderAdapter",
     "FamilyAdapter",
     "FamilySpec",
     "HubCheckpoint",
     "PixelInputs",
-    "Siglip2Adapter",
-    "SiglipAdapter",
     "TextInputs",
-    "ViTClassifierAdapter",
     "adapter_for",
     "registry",
+    *sorted(adapter.__name__ for adapter in ADAPTERS),
 ]

@@ -159,6 +159,7 @@ class FamilySpec:
             )
         named = {"default_class": (self.default_class,) if self.default_class else ()}
         named["pipeline_classes"] = self.pipeline_classes or ()
+        named["checkpoints' model_class"] = tuple(c.model_class for c in self.checkpoints if c.model_class)
         for field_name, class_names in named.items():
             for class_name in class_names:
                 if class_name not in self.class_names:

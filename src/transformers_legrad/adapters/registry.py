@@ -9,66 +9,82 @@ Auto classes load them.
 from __future__ import annotations
 
 import inspect
+import threading
 
 from torch import nn
 
-from .base import ZERO_SHOT, FamilyAdapter, FamilySpec
+from .base import TASK_LOADERS, FamilyAdapter, FamilySpec
 
-_ADAPTERS: list[type[FamilyAdapter]] = []
+# Registered adapters, oldest first. Writers replace the tuple under the lock; readers take the current tuple once,
+# so a registration in another thread never changes a list under a reader's loop.
+_ADAPTERS: tuple[type[FamilyAdapter], ...] = ()
+_LOCK = threading.Lock()
+_REVISION = 0
 
 
 def register(adapter: type[FamilyAdapter], *, replace: bool = False) -> type[FamilyAdapter]:
-    """Add `adapter` to the registry; each class belongs to one adapter.
+    """Add `adapter` to the registry (usable as a class decorator).
 
     Args:
         adapter: a `FamilyAdapter` subclass with a `FamilySpec` in `spec` and its readout written.
-        replace: let `adapter` take over classes another adapter explains (theirs are dropped from it).
+        replace: let `adapter` explain classes another adapter explains too: for those classes the newest
+            registration wins, and unregistering it gives them back to the other adapter, which stays registered.
 
     Raises:
         TypeError: `adapter` is not such a class.
         ValueError: one of its classes is already explained by another adapter and `replace` is False.
     """
+    global _ADAPTERS, _REVISION
     _check_adapter(adapter)
-    names = set(adapter.spec.class_names)
-    owners = {other: names & set(other.spec.class_names) for other in _ADAPTERS if other is not adapter}
-    taken = {other: shared for other, shared in owners.items() if shared}
-    if taken and not replace:
-        other, shared = next(iter(taken.items()))
-        raise ValueError(
-            f"{', '.join(sorted(shared))} is already explained by {other.__name__} (family {other.spec.name!r}); "
-            "pass `replace=True` to explain it with your adapter instead."
-        )
-    for other in taken:
-        _ADAPTERS.remove(other)
-    if adapter not in _ADAPTERS:
-        _ADAPTERS.append(adapter)
+    with _LOCK:
+        names = set(adapter.spec.class_names)
+        for other in _ADAPTERS:
+            shared = names & set(other.spec.class_names)
+            if other is not adapter and shared and not replace:
+                raise ValueError(
+                    f"{', '.join(sorted(shared))} is already explained by {other.__name__} (family "
+                    f"{other.spec.name!r}); pass `replace=True` to explain it with your adapter instead."
+                )
+        _ADAPTERS = (*(registered for registered in _ADAPTERS if registered is not adapter), adapter)
+        _REVISION += 1
     return adapter
 
 
 def unregister(adapter: type[FamilyAdapter]) -> None:
     """Remove `adapter` (a no-op when it is not registered)."""
-    if adapter in _ADAPTERS:
-        _ADAPTERS.remove(adapter)
+    global _ADAPTERS, _REVISION
+    with _LOCK:
+        _ADAPTERS = tuple(registered for registered in _ADAPTERS if registered is not adapter)
+        _REVISION += 1
+
+
+def revision() -> int:
+    """A number that changes with every registration: callers cache what they derive from the registry by it."""
+    return _REVISION
 
 
 def registered_adapters() -> tuple[type[FamilyAdapter], ...]:
-    """Every registered adapter class, in registration order (the package's own first)."""
-    return tuple(_ADAPTERS)
+    """Every registered adapter: dual encoders first, then the others, each kind in registration order."""
+    adapters = _ADAPTERS
+    return tuple(sorted(adapters, key=lambda adapter: not adapter.is_dual_encoder))
 
 
 def supported_model_classes() -> tuple[str, ...]:
-    """The names of every class an adapter explains."""
-    return tuple(name for adapter in _ADAPTERS for name in adapter.spec.class_names)
+    """The names of every class an adapter explains, once each."""
+    names = (name for adapter in registered_adapters() for name in adapter.spec.class_names)
+    return tuple(dict.fromkeys(names))
 
 
 def adapter_class_for(model_class: type) -> type[FamilyAdapter] | None:
     """The adapter of `model_class`, or of the nearest supported base class in its MRO; None when unsupported.
 
     A spec's class given by name matches classes defined in `transformers` only (a class of yours that happens to
-    be called `CLIPModel` is not CLIP); a class given as a class matches it and its subclasses.
+    be called `CLIPModel` is not CLIP); a class given as a class matches it and its subclasses. Where two adapters
+    explain a class (`replace=True`), the newest registration wins.
     """
+    newest_first = _ADAPTERS[::-1]
     for cls in model_class.__mro__:
-        for adapter in _ADAPTERS:
+        for adapter in newest_first:
             for entry in adapter.spec.model_classes:
                 if entry is cls or (
                     isinstance(entry, str) and entry == cls.__name__ and cls.__module__.startswith("transformers.")
@@ -98,19 +114,24 @@ def adapter_for(model: nn.Module) -> FamilyAdapter:
 def families() -> dict[str, FamilySpec]:
     """Each family's spec by family name: the first registered adapter of a name speaks for it."""
     found: dict[str, FamilySpec] = {}
-    for adapter in _ADAPTERS:
+    for adapter in registered_adapters():
         found.setdefault(adapter.spec.name, adapter.spec)
     return found
 
 
 def served_classes() -> dict[str, FamilySpec]:
-    """The classes the pipeline, cards and export serve (`FamilySpec.served_classes`), with their spec."""
-    return {name: adapter.spec for adapter in _ADAPTERS for name in adapter.spec.served_classes}
+    """The classes the pipeline, cards and export serve (`FamilySpec.served_classes`), with the spec of the adapter
+    that explains them (the newest one, where `replace=True` gave a class to two)."""
+    served: dict[str, FamilySpec] = {}
+    for adapter in _ADAPTERS:  # oldest first: a newer registration overwrites
+        for name in adapter.spec.served_classes:
+            served[name] = adapter.spec
+    return {name: served[name] for name in sorted(served, key=list(supported_model_classes()).index)}
 
 
 def family_of_model_type(model_type: str | None) -> FamilySpec | None:
     """The family whose checkpoints have this `config.model_type`, or None."""
-    for adapter in _ADAPTERS:
+    for adapter in registered_adapters():
         if model_type in adapter.spec.model_types:
             return families()[adapter.spec.name]
     return None
@@ -118,22 +139,17 @@ def family_of_model_type(model_type: str | None) -> FamilySpec | None:
 
 def default_class(model_type: str | None) -> str | None:
     """The class a config of `model_type` that names no architecture loads as (dual encoders), or None."""
-    for adapter in _ADAPTERS:
+    for adapter in registered_adapters():
         if model_type in adapter.spec.model_types and adapter.spec.default_class is not None:
             return adapter.spec.default_class
     return None
 
 
 def auto_classes() -> tuple[str, ...]:
-    """The transformers Auto classes that load the served classes, zero-shot (dual encoders) first: a CLIP
-    checkpoint then loads as a dual encoder rather than through another head."""
-    tasks = sorted({adapter.spec.base_task for adapter in _ADAPTERS}, key=lambda task: task != ZERO_SHOT)
-    ordered: list[str] = []
-    for task in tasks:
-        for adapter in _ADAPTERS:
-            if adapter.spec.base_task == task and adapter.spec.auto_class not in ordered:
-                ordered.append(adapter.spec.auto_class)
-    return tuple(ordered)
+    """The transformers Auto classes that load the registered families, in `TASK_LOADERS` order (zero-shot first:
+    a CLIP checkpoint then loads as a dual encoder rather than through another head)."""
+    tasks = {adapter.spec.base_task for adapter in _ADAPTERS}
+    return tuple(dict.fromkeys(auto_class for task, (auto_class, _) in TASK_LOADERS.items() if task in tasks))
 
 
 def _check_adapter(adapter) -> None:

@@ -80,7 +80,10 @@ def load(name: str):
 
     path = model_path(name)
     config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-    spec = registry.served_classes()[config.architectures[0]]
+    names = [*(config.architectures or ()), registry.default_class(config.model_type)]
+    spec = next((registry.served_classes()[name] for name in names if name in registry.served_classes()), None)
+    if spec is None:
+        raise FileNotFoundError(f"{path} holds a {config.model_type!r} model that no registered adapter serves.")
     model = getattr(transformers, spec.auto_class).from_pretrained(path, local_files_only=True)
     processor = getattr(transformers, spec.processor_class).from_pretrained(path, local_files_only=True)
     return model.eval(), processor
