@@ -12,7 +12,7 @@ import inspect
 
 from torch import nn
 
-from .base import ZERO_SHOT, FamilyAdapter, FamilySpec
+from .base import FEATURE_EXTRACTION, ZERO_SHOT, FamilyAdapter, FamilySpec
 
 _ADAPTERS: list[type[FamilyAdapter]] = []
 
@@ -126,8 +126,10 @@ def default_class(model_type: str | None) -> str | None:
 
 def auto_classes() -> tuple[str, ...]:
     """The transformers Auto classes that load the served classes, zero-shot (dual encoders) first: a CLIP
-    checkpoint then loads as a dual encoder rather than through another head."""
-    tasks = sorted({adapter.spec.base_task for adapter in _ADAPTERS}, key=lambda task: task != ZERO_SHOT)
+    checkpoint then loads as a dual encoder rather than through another head; backbones' `AutoModel` last, as it
+    loads nearly any checkpoint."""
+    order = {ZERO_SHOT: 0, FEATURE_EXTRACTION: 2}
+    tasks = sorted({adapter.spec.base_task for adapter in _ADAPTERS}, key=lambda task: (order.get(task, 1), task))
     ordered: list[str] = []
     for task in tasks:
         for adapter in _ADAPTERS:
@@ -148,7 +150,7 @@ def _check_adapter(adapter) -> None:
     readout = "pooling_head_attention" if adapter.explains_pooling_head else "layer_features"
     if getattr(adapter, readout) is getattr(FamilyAdapter, readout):
         missing.append(readout)
-    if adapter.is_dual_encoder and adapter.embedding_dim is FamilyAdapter.embedding_dim:
+    if (adapter.is_dual_encoder or adapter.is_backbone) and adapter.embedding_dim is FamilyAdapter.embedding_dim:
         missing.append("embedding_dim")
     if adapter.is_dual_encoder != spec.is_dual_encoder:
         raise TypeError(
@@ -156,6 +158,12 @@ def _check_adapter(adapter) -> None:
             f"{'prompts' if spec.is_dual_encoder else 'classes'}, but the adapter "
             f"{'is' if adapter.is_dual_encoder else 'is not'} a dual encoder; derive it from DualEncoderAdapter "
             "for prompts, FamilyAdapter for classes."
+        )
+    if adapter.is_backbone != spec.is_backbone:
+        raise TypeError(
+            f"{adapter.__name__}: its spec's base task {spec.base_task!r} and its `is_backbone` "
+            f"({adapter.is_backbone}) disagree; derive backbones from backbones.BackboneAdapter with base task "
+            f"{FEATURE_EXTRACTION!r}."
         )
     if missing:
         raise TypeError(
