@@ -418,7 +418,7 @@ class LeGradExplainer:
         if directions is not None:
             directions, prefix = self._validate_embeddings(directions, "directions", rows="K"), "direction"
         else:
-            directions, prefix = self._reference_directions(reference_images, image_size), "reference"
+            directions, prefix = self.reference_directions(reference_images, image_size), "reference"
         if labels is None:
             return directions, [f"{prefix} {k}" for k in range(directions.shape[0])]
         names = [labels] if isinstance(labels, str) else list(labels)
@@ -426,8 +426,21 @@ class LeGradExplainer:
             raise ValueError(f"`labels` must be {directions.shape[0]} strings, one per {prefix}, got {labels!r}.")
         return directions, names
 
-    def _reference_directions(self, reference_images, image_size) -> torch.Tensor:
-        """Each reference image's own normalized pooled embedding [references, dim], on the CPU."""
+    def reference_directions(self, reference_images, image_size: int | tuple[int, int] | None = None) -> torch.Tensor:
+        """Backbones: each reference image's own normalized pooled embedding, the direction it stands for.
+
+        Args:
+            reference_images: a PIL image / array / path, or a list of them (through the processor).
+            image_size: the processed size, as for `explain`; None: the processor's own.
+
+        Returns:
+            float32 [references, dim] on the CPU, L2-normalized: the model's final readout of each reference.
+        """
+        if not self.adapter.is_backbone:
+            raise ValueError(
+                f"`reference_images` are for backbones (models without text tower or classifier, such as "
+                f"Dinov2Model); {self._model_name} is not one."
+            )
         if isinstance(reference_images, torch.Tensor):
             raise TypeError(
                 "`reference_images` takes PIL images or arrays for the processor; for feature vectors pass "
