@@ -92,14 +92,16 @@ class BackboneAdapter(FamilyAdapter):
 
 def _spec(name: str, display_name: str, model_class: str, **fields) -> FamilySpec:
     return FamilySpec(
-        name=name,
-        display_name=display_name,
-        model_classes=(model_class,),
-        base_task=FEATURE_EXTRACTION,
-        default_class=model_class if fields.get("model_types") else None,
-        score_definition=BACKBONE_SCORE,
-        reading_notes=BACKBONE_NOTES,
-        **fields,
+        **{
+            "name": name,
+            "display_name": display_name,
+            "model_classes": (model_class,),
+            "base_task": FEATURE_EXTRACTION,
+            "default_class": model_class if fields.get("model_types") else None,
+            "score_definition": BACKBONE_SCORE,
+            "reading_notes": BACKBONE_NOTES,
+            **fields,
+        }
     )
 
 
@@ -132,6 +134,12 @@ class SiglipVisionAdapter(BackboneAdapter):
         model_types=("siglip_vision_model",),
         **CLIP_BACKBONE_LAYOUT,
         prefix_tokens=0,
+        score_definition=BACKBONE_SCORE
+        + (
+            " With its attention-pooling head (`vision_use_head=True`, the default) the readout is that head applied "
+            "to the block's raw output tokens, `normalize(head(Z^l))`, and the gradient is taken with respect to the "
+            "head's attention probabilities, as for SigLIP."
+        ),
     )
     final_norm = "post_layernorm"
 
