@@ -208,10 +208,27 @@ def test_a_malformed_spec_is_refused_when_declared(change, message):
 
 def test_the_package_families_come_from_their_specs():
     assert "facebook/vit-msn-small" not in cards.CARD_MODELS and "openai/clip-vit-base-patch16" in cards.CARD_MODELS
-    assert sorted(cards.FAMILIES) == ["clip", "deit", "dinov2", "siglip", "siglip2", "vit"]
+    assert sorted(cards.FAMILIES) == [
+        "clip",
+        "clip_vision",
+        "deit",
+        "dinov2",
+        "dinov2_backbone",
+        "dinov2_with_registers_backbone",
+        "dinov3_vit",
+        "siglip",
+        "siglip2",
+        "siglip_vision",
+        "vit",
+        "vit_backbone",
+    ]
     assert cards.FAMILIES["deit"].main_class == "DeiTForImageClassification"
     assert "CLIPVisionModelWithProjection" not in cards.ARCHITECTURES  # no text tower: no pipeline, no card
-    assert registry.auto_classes() == ("AutoModelForZeroShotImageClassification", "AutoModelForImageClassification")
+    assert registry.auto_classes() == (
+        "AutoModelForZeroShotImageClassification",
+        "AutoModelForImageClassification",
+        "AutoModel",
+    )
     assert registry.default_class("siglip2") == "Siglip2Model" and registry.default_class("vit") is None
     assert registry.adapter_class_for(ViTMSNForImageClassification) is None
     assert ViTClassifierAdapter.spec.blocks == "vit.layers"
