@@ -262,3 +262,14 @@ def test_cli_refuses_directions_for_other_models(clip, tmp_path, capsys):
     random_image(0).save(image)
     code, _, err = run(["explain", image, "--model", clip.path, "--reference", image, "--out", tmp_path / "o"], capsys)
     assert code != 0 and "are for backbones" in err
+
+
+def test_cli_dataset_refuses_backbones(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    random_image(0).save(data / "image.png")
+    model = tiny("dinov2").path
+    code, _, err = run(["explain", "--dataset", data, "--model", model, "--out", tmp_path / "o"], capsys)
+    assert code != 0 and "--dataset takes prompts or classes" in err and "Traceback" not in err
+    code, _, err = run(["explain", "--dataset", data, "--model", model, "--reference", data, "--out", tmp_path], capsys)
+    assert code != 0 and "not a --dataset" in err

@@ -251,6 +251,11 @@ def dataset_command(args: argparse.Namespace) -> int:
     try:
         dataset = datasets_io.read_dataset(args.dataset, args.split)
         pipe = load_pipeline(args.model, device, args.dtype)
+        if pipe.explainer.adapter.is_backbone:
+            raise UserError(
+                f"{args.model} is a backbone (explained along --reference or --directions): explain image files or "
+                "folders with it; --dataset takes prompts or classes"
+            )
         query = datasets_io.DatasetQuery(
             prompts=list(args.prompt),
             column=args.prompt_column,
