@@ -276,7 +276,10 @@ def test_unknown_id_with_a_family_renders_that_family():
     "kwargs, message",
     [
         (dict(config=BertConfig()), "cannot make a LeGrad card from a 'bert' config"),
-        (dict(config={"model_type": "vit", "architectures": ["ViTModel"]}), "none of them an image classifier"),
+        (
+            dict(config={"model_type": "vit", "architectures": ["ViTForMaskedImageModeling"]}),
+            "none of them an image classifier",
+        ),
         (dict(family="resnet"), "`family` must be one of"),
         (dict(family="clip", base_task="image-classification"), "whose task is"),
         (dict(family="clip", base_task="object-detection"), "`base_task` must be one of"),

@@ -6,7 +6,7 @@ import contextlib
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, ViTConfig, ViTModel
+from transformers import BertConfig, BertModel, ViTMAEConfig, ViTMAEModel
 
 from transformers_legrad import SUPPORTED_MODEL_CLASSES, LeGradExplainer
 from transformers_legrad.adapters import adapter_for
@@ -32,7 +32,7 @@ def pixels(batch=1, channels=3, size=48):
 
 
 def test_unsupported_model_lists_supported_classes():
-    vit = ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64))
+    vit = ViTMAEModel(ViTMAEConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64))
     bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64))
     for model in (vit, bert, torch.nn.Linear(2, 2)):
         with pytest.raises(TypeError, match="does not support") as error:
@@ -56,6 +56,12 @@ def test_unsupported_model_lists_supported_classes():
         "Dinov2WithRegistersForImageClassification",
         "BeitForImageClassification",
         "Data2VecVisionForImageClassification",
+        "CLIPVisionModel",
+        "SiglipVisionModel",
+        "ViTModel",
+        "Dinov2Model",
+        "Dinov2WithRegistersModel",
+        "DINOv3ViTModel",
     }
 
 

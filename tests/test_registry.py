@@ -289,10 +289,15 @@ def test_the_package_families_come_from_their_specs():
     assert "me/tiny-vit" not in cards.CARD_MODELS and "openai/clip-vit-base-patch16" in cards.CARD_MODELS
     dual_encoders = {"altclip", "chinese_clip", "clip", "metaclip_2", "siglip", "siglip2"}
     classifiers = {"beit", "data2vec-vision", "deit", "dinov2", "dinov2_with_registers", "vit", "vit_msn"}
-    assert dual_encoders | classifiers <= set(cards.FAMILIES)
+    backbones = {"clip_vision", "dinov2_backbone", "dinov2_with_registers_backbone", "dinov3_vit", "siglip_vision"}
+    assert dual_encoders | classifiers | backbones | {"vit_backbone"} <= set(cards.FAMILIES)
     assert cards.FAMILIES["deit"].main_class == "DeiTForImageClassification"
     assert "CLIPVisionModelWithProjection" not in cards.ARCHITECTURES  # no text tower: no pipeline, no card
-    assert registry.auto_classes() == ("AutoModelForZeroShotImageClassification", "AutoModelForImageClassification")
+    assert registry.auto_classes() == (
+        "AutoModelForZeroShotImageClassification",
+        "AutoModelForImageClassification",
+        "AutoModel",
+    )
     assert registry.default_class("siglip2") == "Siglip2Model" and registry.default_class("vit") is None
     assert registry.adapter_class_for(TinyViTClassifier) is None
     assert ViTClassifierAdapter.spec.blocks == "vit.layers"

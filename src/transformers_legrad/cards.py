@@ -41,6 +41,7 @@ UNKNOWN_LICENSE = "unknown"  # the Hub's identifier for "license not known"
 EXAMPLE_IMAGE = "cats.jpg"
 EXAMPLE_PROMPTS = ("a cat", "a remote control")
 EXAMPLE_CLASS = "tabby, tabby cat"  # ImageNet-1k class 281, as named in the ViT/DeiT checkpoints' id2label
+EXAMPLE_REFERENCE = "cat_reference.jpg"  # backbones: a reference image whose embedding is the direction
 
 
 class _Registered(Mapping):
@@ -111,6 +112,8 @@ class CardModel(HubCheckpoint):
     @property
     def example_call(self) -> str:
         """The pipeline call a card shows, on a pipeline bound to `explain`."""
+        if self.architecture.is_backbone:
+            return f'explain("{EXAMPLE_IMAGE}", reference_images=["{EXAMPLE_REFERENCE}"]{self.explain_size_argument})'
         if self.architecture.is_dual_encoder:
             labels = ", ".join(f'"{prompt}"' for prompt in EXAMPLE_PROMPTS)
             return f'explain("{EXAMPLE_IMAGE}", candidate_labels=[{labels}]{self.explain_size_argument})'
@@ -375,7 +378,7 @@ def _fields(entry: CardModel) -> dict[str, str]:
     return {
         "model_id": entry.model_id,
         "model_table": _model_table(entry),
-        "subject": "prompt" if dual else "class",
+        "subject": "direction" if architecture.is_backbone else "prompt" if dual else "class",
         "score_definition": _wrap(architecture.score_definition),
         "pipeline_example": _pipeline_example(entry),
         "python_example": _python_example(entry),
@@ -396,6 +399,13 @@ def _wrap(text: str, bullet: bool = False) -> str:
 
 
 def _scope_note(entry: CardModel) -> str:
+    if entry.architecture.is_backbone:
+        return (
+            "- The maps explain LeGrad's per-block cosine with the direction (the final norm on the mean of all "
+            "tokens), not the model's own pooling (such as the CLS token); "
+            '`LeGradExplainer(model, processor, score="model")` uses the model\'s own pooling at every block instead. '
+            "A direction must live in the model's pooled feature space (its final, normalized CLS or pooled feature)."
+        )
     if entry.architecture.is_dual_encoder:
         return (
             "- Only the image tower is explained: LeGrad differentiates the vision transformer's attention; which "
@@ -409,6 +419,12 @@ def _scope_note(entry: CardModel) -> str:
 
 
 def _method_note(entry: CardModel) -> str:
+    if entry.architecture.is_backbone:
+        return (
+            "- How faithfully the maps reflect the model's reasoning is a property of the LeGrad method; see the paper "
+            "for its evaluation. The paper and the authors' code explain image-text models; for backbones this "
+            "package applies the same recipe to the pooled feature, with no released reference to compare to."
+        )
     if entry.architecture.is_dual_encoder:
         return (
             "- How faithfully the maps reflect the model's reasoning is a property of the LeGrad method; see the "
@@ -487,7 +503,16 @@ def _python_example(entry: CardModel) -> str:
         "",
         f'image = Image.open("{EXAMPLE_IMAGE}")',
     ]
-    if architecture.is_dual_encoder:
+    if architecture.is_backbone:
+        lines += [
+            f'reference = Image.open("{EXAMPLE_REFERENCE}")',
+            f"out = explainer.explain(images=image, reference_images=[reference]{size})  # where it shows reference",
+            "probe = torch.randn(2, model.config.hidden_size)  # e.g. a linear probe's rows, a class's mean feature",
+            f'out = explainer.explain(images=image, directions=probe, labels=["a", "b"]{size})',
+            "out.heatmaps  # float32 [images, directions, height, width] in [0, 1], one map per direction",
+            "out.scores    # float32 [images, directions]: cosine of the pooled embedding with each direction",
+        ]
+    elif architecture.is_dual_encoder:
         prompts = ", ".join(f'"{prompt}"' for prompt in EXAMPLE_PROMPTS)
         lines += [
             f"out = explainer.explain(images=image, text=[{prompts}]{size})",
@@ -530,7 +555,9 @@ def _python_notes(entry: CardModel) -> list[str]:
 
 
 def _cli_example(entry: CardModel) -> str:
-    if entry.architecture.is_dual_encoder:
+    if entry.architecture.is_backbone:
+        what = f"--reference {EXAMPLE_REFERENCE}"
+    elif entry.architecture.is_dual_encoder:
         what = " ".join(f'--prompt "{prompt}"' for prompt in EXAMPLE_PROMPTS)
     else:
         what = "--top-k 3"

@@ -59,9 +59,11 @@ class LeGradOutput:
         labels: the prompts, or the class names of the targets; a list of `prompts` strings, or one such list per
             image when a classifier's default (top-1) targets differ between images.
         scores: float32 [batch, prompts], the model's own final score: `logits_per_image` of CLIP/SigLIP (the
-            cosine similarity for `CLIPVisionModelWithProjection`), the class logit of a classifier.
+            cosine similarity for `CLIPVisionModelWithProjection`), the class logit of a classifier, a backbone's
+            cosine between its normalized pooled embedding and the direction.
         probabilities: float32 [batch, prompts], the scores as the models' own pipelines report them: softmax
-            over the prompts (CLIP), sigmoid (SigLIP), softmax over all classes (classifiers).
+            over the prompts (CLIP), sigmoid (SigLIP), softmax over all classes (classifiers); for backbones the
+            cosine itself (directions do not compete: no softmax over them).
         explained_layers: the explained block indices, ascending.
         grid_shapes: the (h, w) patch grid of each image; images smaller than the padded tensors (SigLIP 2) have
             zeros outside their own grid.
@@ -114,7 +116,7 @@ class LeGradOutput:
 
 
 class LeGradExplainer:
-    """LeGrad maps for Hugging Face CLIP, SigLIP/SigLIP 2 and ViT-family classifiers.
+    """LeGrad maps for Hugging Face CLIP, SigLIP/SigLIP 2, ViT-family classifiers and vision backbones.
 
     Args:
         model: a supported model (`adapters.registry.supported_model_classes()`), on any device and dtype. It is
@@ -168,8 +170,11 @@ class LeGradExplainer:
         image_size: int | tuple[int, int] | None = None,
         pixel_attention_mask: torch.Tensor | None = None,
         spatial_shapes: torch.Tensor | None = None,
+        directions: torch.Tensor | None = None,
+        reference_images=None,
+        labels: Sequence[str] | None = None,
     ) -> LeGradOutput:
-        """Explain where each prompt (or class) is grounded in each image.
+        """Explain where each prompt (or class, or direction) is grounded in each image.
 
         Args:
             images: a PIL image / array, or a list of them (needs the processor).
@@ -186,6 +191,12 @@ class LeGradExplainer:
             return_layer_maps: also return each explained layer's map.
             image_size: with `images`, explain at this processed size (int or (height, width)) instead of the
                 model's native one; position embeddings are interpolated.
+            directions: backbones (`Dinov2Model`, `CLIPVisionModel`, ...): [K, dim] vectors in the model's pooled
+                feature space (a linear probe's rows, a class's mean feature), L2-normalized here.
+            reference_images: backbones, instead of `directions`: a PIL image / array or a list of them; each
+                one's own normalized pooled embedding is a direction, so the map shows where each image holds what
+                the reference shows (processed like `images`, at `image_size`).
+            labels: backbones: a name for each direction or reference (default "direction k" / "reference k").
 
         Returns:
             LeGradOutput with heatmaps [batch, prompts, height, width] and grid_maps [batch, prompts, h, w].
@@ -210,6 +221,9 @@ class LeGradExplainer:
             spatial_shapes=spatial_shapes,
             null_prompt=apply_correction,
             null_text_embeds=null_text_embeds if apply_correction else None,
+            directions=directions,
+            reference_images=reference_images,
+            labels=labels,
         )
         pixels = request.pixels
 
@@ -264,23 +278,28 @@ class LeGradExplainer:
         spatial_shapes: torch.Tensor | None = None,
         null_prompt: bool = False,
         null_text_embeds: torch.Tensor | None = None,
+        directions: torch.Tensor | None = None,
+        reference_images=None,
+        labels: Sequence[str] | None = None,
     ) -> ExplanationRequest:
         """Validate an explanation's inputs and make them model-ready, without running the vision trunk.
 
         `explain` and every evaluation baseline start here, so a bad input fails the same way for all of them.
         The checks run in this order: prompts or targets (dual encoders: `text` / `text_embeds`, encoded by the
-        text tower; classifiers: `targets`, then `top_k`), then the images (processed or checked `pixel_values`).
+        text tower; classifiers: `targets`, then `top_k`; backbones: `directions`, or `reference_images` through
+        the processor and the model's final readout), then the images (processed or checked `pixel_values`).
 
         Args:
             images, text, pixel_values, text_embeds, targets, top_k, image_size, pixel_attention_mask,
-                spatial_shapes: as for `explain`.
+                spatial_shapes, directions, reference_images, labels: as for `explain`.
             null_prompt: dual encoders: also encode SigLIP's null prompt (`NULL_PROMPT`, or `null_text_embeds`)
                 into `request.null_direction`, for LeGrad's correction; the request itself does not apply it.
             null_text_embeds: with `null_prompt`, the null prompt's [1, dim] embedding instead of the processor.
 
         Returns:
-            ExplanationRequest: validated `pixels`; dual encoders: `directions` [prompts, features] and `labels`;
-            classifiers: `targets` and `top_k`. `request.directions_for(features)` resolves them per image.
+            ExplanationRequest: validated `pixels`; dual encoders and backbones: `directions` [prompts, features]
+            and `labels`; classifiers: `targets` and `top_k`. `request.directions_for(features)` resolves them per
+            image.
 
         Example:
             >>> request = explainer.prepare_request(images=image, text=["a cat", "a dog"])
@@ -289,6 +308,17 @@ class LeGradExplainer:
         adapter = self.adapter
         if null_text_embeds is not None and not null_prompt:
             raise ValueError("`null_text_embeds` is the null prompt's embedding: pass it with `null_prompt=True`.")
+        if adapter.is_backbone:
+            self._refuse_for_backbones(text, text_embeds, targets, top_k, null_prompt)
+            directions, labels = self._backbone_directions(directions, reference_images, labels, image_size)
+            pixels = self._pixel_inputs(images, pixel_values, image_size, pixel_attention_mask, spatial_shapes)
+            return ExplanationRequest(pixels, directions, labels)
+        if directions is not None or reference_images is not None or labels is not None:
+            takes = "`text` prompts" if adapter.is_dual_encoder else "`targets` (classes)"
+            raise ValueError(
+                f"`directions`, `reference_images` and `labels` are for backbones (models without text tower or "
+                f"classifier, such as Dinov2Model); {self._model_name} takes {takes}."
+            )
         if adapter.is_dual_encoder:
             if targets is not None or top_k is not None:
                 raise ValueError(
@@ -362,6 +392,68 @@ class LeGradExplainer:
             raise ValueError(f"`null_text_embeds` is for SigLIP's correction; {self._model_name} does not use it.")
         return bool(correction)
 
+    # --- directions (backbones) ----------------------------------------------------------------------------------
+    def _refuse_for_backbones(self, text, text_embeds, targets, top_k, null_prompt) -> None:
+        what = "a backbone: it has no text tower and no classifier"
+        if text is not None or text_embeds is not None:
+            raise ValueError(
+                f"{self._model_name} is {what}, so it cannot explain text. Pass `directions` [K, "
+                f"{self.adapter.embedding_dim}] (vectors in its pooled feature space) or `reference_images`."
+            )
+        if targets is not None or top_k is not None:
+            raise ValueError(
+                f"{self._model_name} is {what}: `targets` and `top_k` are for image classifiers. Pass "
+                "`directions` or `reference_images`."
+            )
+        if null_prompt:
+            raise ValueError(f"`null_prompt` is for SigLIP's correction; {self._model_name} is a backbone.")
+
+    def _backbone_directions(self, directions, reference_images, labels, image_size) -> tuple[torch.Tensor, list[str]]:
+        """Validated, normalized directions [K, dim] (given, or the references' own embeddings) and their labels."""
+        if (directions is None) == (reference_images is None):
+            raise ValueError(
+                f"{self._model_name} is explained along directions: pass exactly one of `directions` [K, "
+                f"{self.adapter.embedding_dim}] (vectors in its pooled feature space) or `reference_images` (images "
+                "whose own embeddings are the directions)" + (", not both." if directions is not None else ".")
+            )
+        if directions is not None:
+            directions, prefix = self._validate_embeddings(directions, "directions", rows="K"), "direction"
+        else:
+            directions, prefix = self.reference_directions(reference_images, image_size), "reference"
+        if labels is None:
+            return directions, [f"{prefix} {k}" for k in range(directions.shape[0])]
+        names = [labels] if isinstance(labels, str) else list(labels)
+        if len(names) != directions.shape[0] or not all(isinstance(name, str) for name in names):
+            raise ValueError(f"`labels` must be {directions.shape[0]} strings, one per {prefix}, got {labels!r}.")
+        return directions, names
+
+    def reference_directions(self, reference_images, image_size: int | tuple[int, int] | None = None) -> torch.Tensor:
+        """Backbones: each reference image's own normalized pooled embedding, the direction it stands for.
+
+        Args:
+            reference_images: a PIL image / array / path, or a list of them (through the processor).
+            image_size: the processed size, as for `explain`; None: the processor's own.
+
+        Returns:
+            float32 [references, dim] on the CPU, L2-normalized: the model's final readout of each reference.
+        """
+        if not self.adapter.is_backbone:
+            raise ValueError(
+                f"`reference_images` are for backbones (models without text tower or classifier, such as "
+                f"Dinov2Model); {self._model_name} is not one."
+            )
+        if isinstance(reference_images, torch.Tensor):
+            raise TypeError(
+                "`reference_images` takes PIL images or arrays for the processor; for feature vectors pass "
+                "`directions=` instead."
+            )
+        if isinstance(reference_images, (list, tuple)) and not reference_images:
+            raise ValueError("`reference_images` is an empty list; give at least one image.")
+        pixels = self._pixel_inputs(reference_images, None, image_size, None, None)
+        with _model_lock(self.model), torch.no_grad(), eval_mode(self.model):
+            features = self.adapter.image_features(pixels)
+        return F.normalize(features.detach().float().cpu(), dim=-1)
+
     # --- prompts -----------------------------------------------------------------------------------------------
     def _prompt_directions(self, text, text_embeds) -> tuple[torch.Tensor, list[str]]:
         if text is not None and text_embeds is not None:
@@ -399,19 +491,23 @@ class LeGradExplainer:
             )
         return self._encode_text([NULL_PROMPT])
 
-    def _validate_embeddings(self, embeddings, name: str) -> torch.Tensor:
+    def _validate_embeddings(self, embeddings, name: str, rows: str = "prompts") -> torch.Tensor:
+        """`embeddings` [rows, dim] (or [dim]) checked (width, finite, non-zero rows) and L2-normalized."""
         if not isinstance(embeddings, torch.Tensor):
-            raise TypeError(f"`{name}` must be a torch.Tensor [prompts, dim], got {type(embeddings).__name__}.")
+            raise TypeError(f"`{name}` must be a torch.Tensor [{rows}, dim], got {type(embeddings).__name__}.")
         if embeddings.dim() == 1:
             embeddings = embeddings.unsqueeze(0)
         dim = self.adapter.embedding_dim
+        width = "pooled feature" if self.adapter.is_backbone else "image embedding"
         if embeddings.dim() != 2 or embeddings.shape[-1] != dim:
             raise ValueError(
-                f"`{name}` must be [prompts, {dim}] for this {self._model_name} (its image embedding width), got "
+                f"`{name}` must be [{rows}, {dim}] for this {self._model_name} (its {width} width), got "
                 f"{tuple(embeddings.shape)}."
             )
         if embeddings.shape[0] == 0:
-            raise ValueError(f"`{name}` holds no prompt (0 rows); give at least one.")
+            raise ValueError(
+                f"`{name}` holds no {'prompt' if rows == 'prompts' else 'direction'} (0 rows); give at least one."
+            )
         embeddings = embeddings.detach().float()
         if not torch.isfinite(embeddings).all():
             raise ValueError(f"`{name}` contains NaN or inf values.")

@@ -7,11 +7,12 @@
     [{"label": "a cat", "score": 0.98, "heatmap": <PIL L>, "overlay": <PIL RGB>}, ...]
 
 It follows `zero-shot-image-classification` (CLIP/SigLIP: `candidate_labels`) and `image-classification`
-(classifiers: `top_k`, or `targets`). One image gives a list of dicts sorted by score, highest first; a list of
-images gives a list of such lists; a `KeyDataset` or a generator streams one such list per image. The base class
-runs the steps: `preprocess` reads one image, its collate function stacks `batch_size` of them (`num_workers`
-DataLoader workers preprocess), `_forward` explains each batch with one `LeGradExplainer.explain` call (one trunk
-forward), and `postprocess` turns one image's maps into its results.
+(classifiers: `top_k`, or `targets`); backbones (`Dinov2Model`, `CLIPVisionModel`, ...) take `directions=` [K, dim]
+or `reference_images=[...]`, with `labels=` naming them. One image gives a list of dicts sorted by score, highest
+first; a list of images gives a list of such lists; a `KeyDataset` or a generator streams one such list per image.
+The base class runs the steps: `preprocess` reads one image, its collate function stacks `batch_size` of them
+(`num_workers` DataLoader workers preprocess), `_forward` explains each batch with one `LeGradExplainer.explain`
+call (one trunk forward), and `postprocess` turns one image's maps into its results.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _PIXEL_KEYS = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
 
 
 class LeGradExplanationPipeline(Pipeline):
-    """LeGrad heatmaps for CLIP, SigLIP/SigLIP 2 and ViT-family classifiers, as a transformers pipeline.
+    """LeGrad heatmaps for CLIP, SigLIP/SigLIP 2, ViT-family classifiers and backbones, as a transformers pipeline.
 
     Call arguments:
         images: a PIL image, local path, URL or numpy array, a list of them, or a `KeyDataset` / generator of them
@@ -44,6 +45,8 @@ class LeGradExplanationPipeline(Pipeline):
         candidate_labels: prompts (CLIP/SigLIP).
         hypothesis_template: how each label becomes a prompt, default "{}" (the label as it is).
         top_k / targets: classifiers: the k most probable classes (default 1), or given class ids/names.
+        directions / reference_images, labels: backbones: [K, dim] directions in the pooled feature space, or
+            reference images (paths, URLs, PIL images) whose own embeddings are the directions; `labels` names them.
         layers, image_size, correction: as in `LeGradExplainer.explain`.
         batch_size: images per explanation (one trunk forward each).
         num_workers: DataLoader workers that load and preprocess the images.
@@ -52,7 +55,7 @@ class LeGradExplanationPipeline(Pipeline):
 
     Each result is `{"label", "score", "heatmap" (PIL "L", original size), "overlay" (PIL RGB)}`; "score" is the
     probability as the family's own pipeline reports it (softmax over labels for CLIP, sigmoid for SigLIP, softmax
-    over classes for classifiers).
+    over classes for classifiers; for backbones the cosine with the direction, no softmax).
     """
 
     _load_processor = False
@@ -71,6 +74,8 @@ class LeGradExplanationPipeline(Pipeline):
         hypothesis_template: str | None = None,
         top_k: int | None = None,
         targets=None,
+        directions=None,
+        labels: Sequence[str] | None = None,
         layers=None,
         image_size=None,
         correction: bool | None = None,
@@ -88,7 +93,14 @@ class LeGradExplanationPipeline(Pipeline):
             image_size=image_size,
             timeout=timeout,
         )
-        forward = _given(top_k=top_k, targets=targets, layers=layers, correction=correction)
+        forward = _given(
+            top_k=top_k,
+            targets=targets,
+            directions=directions,
+            labels=labels,
+            layers=layers,
+            correction=correction,
+        )
         postprocess = _given(image_size=image_size, alpha=alpha, colormap=colormap, return_tensors=return_tensors)
         return preprocess, forward, postprocess
 
@@ -103,11 +115,28 @@ class LeGradExplanationPipeline(Pipeline):
             raise ValueError(f"the {TASK} pipeline needs images: pipe(image, candidate_labels=[...]).")
         if candidate_labels is not None:
             kwargs["candidate_labels"] = candidate_labels
+        if kwargs.get("reference_images") is not None:
+            self._references_as_directions(kwargs)
         if isinstance(images, tuple):
             images = list(images)
         if isinstance(images, list) and not images:
             return []  # the base class would index the first item
         return super().__call__(images, **kwargs)
+
+    def _references_as_directions(self, kwargs: dict[str, Any]) -> None:
+        """`reference_images` become `directions` once per call (their embeddings at `image_size`), so batches and
+        streamed images do not embed them again; their labels default to "reference k"."""
+        if kwargs.get("directions") is not None:
+            raise ValueError("Pass either `directions` or `reference_images`, not both.")
+        if not self.explainer.adapter.is_backbone:
+            raise ValueError(
+                f"`reference_images` are for backbones (models without text tower or classifier, such as "
+                f"Dinov2Model); {type(self.model).__name__} is not one."
+            )
+        directions = self.explainer.reference_directions(kwargs.pop("reference_images"), kwargs.get("image_size"))
+        kwargs["directions"] = directions
+        if kwargs.get("labels") is None:
+            kwargs["labels"] = [f"reference {k}" for k in range(directions.shape[0])]
 
     def preprocess(self, image, candidate_labels=None, hypothesis_template="{}", image_size=None, timeout=None):
         """One image: its pixel tensors (batch of 1), the loaded picture, and the labels with their prompts."""
@@ -121,6 +150,11 @@ class LeGradExplanationPipeline(Pipeline):
         return {**model_inputs, "picture": picture, "labels": labels, "prompts": prompts}
 
     def _labels_and_prompts(self, candidate_labels, hypothesis_template: str):
+        if self.explainer.adapter.is_backbone and candidate_labels is not None:
+            raise ValueError(
+                f"{type(self.model).__name__} is a backbone (no text tower, no classifier): use directions=[K, dim] "
+                "or reference_images=[...], not candidate_labels."
+            )
         if not self.explainer.adapter.is_dual_encoder:
             if candidate_labels is not None:
                 raise ValueError(
@@ -133,7 +167,16 @@ class LeGradExplanationPipeline(Pipeline):
         labels = [candidate_labels] if isinstance(candidate_labels, str) else list(candidate_labels)
         return labels, [hypothesis_template.format(label) for label in labels]
 
-    def _forward(self, model_inputs, top_k=None, targets=None, layers=None, correction=None):
+    def _forward(
+        self,
+        model_inputs,
+        top_k=None,
+        targets=None,
+        directions=None,
+        labels=None,
+        layers=None,
+        correction=None,
+    ):
         """Explain a batch with one `explain` call (one trunk forward).
 
         `model_inputs` is one `preprocess` result, or with `batch_size` > 1 the base class's collation of several:
@@ -142,17 +185,20 @@ class LeGradExplanationPipeline(Pipeline):
         collated = isinstance(model_inputs["picture"], list)
         pictures = model_inputs["picture"] if collated else [model_inputs["picture"]]
         # Labels and prompts are call arguments, the same for every image of the batch.
-        labels = model_inputs["labels"][0] if collated else model_inputs["labels"]
+        prompt_labels = model_inputs["labels"][0] if collated else model_inputs["labels"]
         prompts = model_inputs["prompts"][0] if collated else model_inputs["prompts"]
+        backbone = {"directions": directions, "labels": labels}
         output = self.explainer.explain(
             text=prompts,
             targets=targets,
             top_k=top_k,
             layers=layers,
             correction=correction,
+            **{name: value for name, value in backbone.items() if value is not None},
             **{key: model_inputs[key] for key in _PIXEL_KEYS if key in model_inputs},
         )
-        if labels is None:  # classifiers: the explained classes, shared or one list per image
+        labels = prompt_labels
+        if labels is None:  # classifiers and backbones: the explained classes or directions, from the output
             per_image_labels = [output.labels_for(b) for b in range(len(pictures))]
         else:
             per_image_labels = [labels] * len(pictures)
@@ -211,10 +257,31 @@ class _Components:
         self.tokenizer = tokenizer
 
 
+class _BackboneCheckpoint:
+    """Loads a checkpoint whose config names a served backbone class (`Dinov2Model`, `ViTModel`, ...) as that
+    class, before the Auto classes try: `AutoModelForImageClassification` would load a `Dinov2Model` checkpoint as
+    `Dinov2ForImageClassification` with a new, untrained head. Any other checkpoint is refused here (ValueError),
+    and transformers' loader goes on to the Auto classes as before."""
+
+    _HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "subfolder")
+
+    @classmethod
+    def from_pretrained(cls, model: str, **kwargs):
+        hub = {name: kwargs[name] for name in cls._HUB_KWARGS if name in kwargs}
+        config, _ = transformers.PretrainedConfig.get_config_dict(model, **hub)
+        served = registry.served_classes()
+        for name in config.get("architectures") or ():
+            spec = served.get(name)
+            if spec is not None and spec.is_backbone and hasattr(transformers, name):
+                return getattr(transformers, name).from_pretrained(model, **kwargs)
+        raise ValueError(f"{model} is not a backbone checkpoint; it loads through the Auto classes.")
+
+
 def register_pipeline() -> None:
     """Register the task for every Auto class of the registered families (zero-shot first, so a CLIP/SigLIP
-    checkpoint loads as a dual encoder). Called again after `register_adapter`, it updates the classes in place."""
-    pt_model = tuple(getattr(transformers, name) for name in registry.auto_classes())
+    checkpoint loads as a dual encoder; backbone checkpoints load as the backbone class their config names, and
+    `AutoModel` comes last). Called again after `register_adapter`, it updates the classes in place."""
+    pt_model = (_BackboneCheckpoint, *(getattr(transformers, name) for name in registry.auto_classes()))
     registered = PIPELINE_REGISTRY.supported_tasks.get(TASK)
     if registered is not None and registered["impl"] is LeGradExplanationPipeline:
         registered["pt"] = pt_model

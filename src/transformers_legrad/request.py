@@ -1,6 +1,7 @@
 """`ExplanationRequest`: one explanation's validated inputs, shared by LeGrad and every evaluation baseline.
 
-`LeGradExplainer.prepare_request(images=..., text=... | targets=..., ...)` checks the arguments (before any
+`LeGradExplainer.prepare_request(images=..., text=... | targets=... | directions=... | reference_images=..., ...)`
+checks the arguments (before any
 forward of the vision trunk), runs the processor and the text tower, and returns this request; each method then
 runs its own forward on `request.pixels` and asks `request.directions_for(features)` for what to explain in each
 image. The same bad input therefore fails the same way, with the same message, whichever method is asked:
@@ -11,8 +12,9 @@ image. The same bad input therefore fails the same way, with the same message, w
     >>> scores = torch.einsum("bf,bkf->bk", features, directions)  # S, the score each method explains
 
 A dual encoder's directions are its prompts' L2-normalized text embeddings, the same for every image; a
-classifier's are one-hot class rows, from `targets` (shared or per image) or from each image's `top_k` predicted
-classes, which is why they can only be resolved once the model's final features are known.
+backbone's are the given `directions` or the reference images' own pooled embeddings, L2-normalized, the same for
+every image too; a classifier's are one-hot class rows, from `targets` (shared or per image) or from each image's
+`top_k` predicted classes, which is why they can only be resolved once the model's final features are known.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ class ExplanationRequest:
     Attributes:
         pixels: the model-ready images and their patch grids, on the model's input device and dtype.
         directions: dual encoders: float32 [prompts, features], the prompts' L2-normalized embeddings (CPU);
-            None for classifiers.
-        labels: dual encoders: the prompts (or "prompt k" for `text_embeds`); None for classifiers, whose labels
+            backbones: the given directions or the references' embeddings, L2-normalized; None for classifiers.
+        labels: dual encoders: the prompts (or "prompt k" for `text_embeds`); backbones: `labels` (or "direction
+            k" / "reference k"); None for classifiers, whose labels
             are the class names of the targets `directions_for` resolves.
         targets: classifiers: long [prompts] class ids shared by all images, or [batch, prompts] per image; None
             for each image's `top_k` most probable classes (and for dual encoders).
@@ -59,7 +62,8 @@ class ExplanationRequest:
 
     @property
     def is_dual_encoder(self) -> bool:
-        """Whether the request explains text prompts (CLIP, SigLIP) rather than classes."""
+        """Whether the request explains fixed directions, the same for every image (text prompts of CLIP and SigLIP,
+        a backbone's directions), rather than classes resolved per image."""
         return self.directions is not None
 
     @property

@@ -45,10 +45,12 @@ def execution_device(module: nn.Module, model: nn.Module) -> torch.device:
 
 ZERO_SHOT = "zero-shot-image-classification"
 IMAGE_CLASSIFICATION = "image-classification"
+FEATURE_EXTRACTION = "image-feature-extraction"
 #: The transformers Auto class and processor class that load a checkpoint of each base task.
 TASK_LOADERS: dict[str, tuple[str, str]] = {
     ZERO_SHOT: ("AutoModelForZeroShotImageClassification", "AutoProcessor"),
     IMAGE_CLASSIFICATION: ("AutoModelForImageClassification", "AutoImageProcessor"),
+    FEATURE_EXTRACTION: ("AutoModel", "AutoImageProcessor"),
 }
 
 
@@ -97,7 +99,8 @@ class FamilySpec:
         display_name: how prose names the family ("CLIP", "SigLIP 2").
         model_classes: the classes the adapter explains: names of transformers classes (matched in the class's
             MRO, for classes defined in `transformers`), or the classes themselves (any module, e.g. your own).
-        base_task: the base model's pipeline task, `ZERO_SHOT` (prompts) or `IMAGE_CLASSIFICATION` (classes).
+        base_task: the base model's pipeline task, `ZERO_SHOT` (prompts), `IMAGE_CLASSIFICATION` (classes) or
+            `FEATURE_EXTRACTION` (backbones, explained along given directions).
         model_types: the `config.model_type`s of the family's checkpoints.
         pipeline_classes: the classes the task's Auto class loads, which the pipeline, cards and export serve;
             default: every name in `model_classes`.
@@ -197,6 +200,11 @@ class FamilySpec:
     def is_dual_encoder(self) -> bool:
         return self.base_task == ZERO_SHOT
 
+    @property
+    def is_backbone(self) -> bool:
+        """A model with neither text tower nor classifier, explained along directions in its feature space."""
+        return self.base_task == FEATURE_EXTRACTION
+
 
 @dataclass
 class PixelInputs:
@@ -255,6 +263,7 @@ class FamilyAdapter:
     Attributes:
         spec: the family's declaration (classes, tasks, module paths, prefix tokens, card prose).
         is_dual_encoder: True for image-text models (prompts), False for classifiers (targets).
+        is_backbone: True for backbones (neither prompts nor classes: `directions` or `reference_images`).
         explains_pooling_head: True when LeGrad differentiates the pooling head's attention (SigLIP) instead of
             each block's self-attention.
         default_correction: True when SigLIP's null-prompt correction is on by default.
@@ -262,6 +271,7 @@ class FamilyAdapter:
 
     spec: ClassVar[FamilySpec]
     is_dual_encoder: ClassVar[bool] = False
+    is_backbone: ClassVar[bool] = False
     explains_pooling_head: ClassVar[bool] = False
     default_correction: ClassVar[bool] = False
 

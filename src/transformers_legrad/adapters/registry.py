@@ -13,7 +13,7 @@ import threading
 
 from torch import nn
 
-from .base import TASK_LOADERS, FamilyAdapter, FamilySpec
+from .base import FEATURE_EXTRACTION, TASK_LOADERS, FamilyAdapter, FamilySpec
 
 # Registered adapters, oldest first. Writers replace the tuple under the lock; readers take the current tuple once,
 # so a registration in another thread never changes a list under a reader's loop.
@@ -146,8 +146,9 @@ def default_class(model_type: str | None) -> str | None:
 
 
 def auto_classes() -> tuple[str, ...]:
-    """The transformers Auto classes that load the registered families, in `TASK_LOADERS` order (zero-shot first:
-    a CLIP checkpoint then loads as a dual encoder rather than through another head)."""
+    """The transformers Auto classes that load the registered families, in `TASK_LOADERS` order: zero-shot first (a
+    CLIP checkpoint then loads as a dual encoder rather than through another head), backbones' `AutoModel` last, as
+    it loads nearly any checkpoint."""
     tasks = {adapter.spec.base_task for adapter in _ADAPTERS}
     return tuple(dict.fromkeys(auto_class for task, (auto_class, _) in TASK_LOADERS.items() if task in tasks))
 
@@ -164,7 +165,7 @@ def _check_adapter(adapter) -> None:
     readout = "pooling_head_attention" if adapter.explains_pooling_head else "layer_features"
     if getattr(adapter, readout) is getattr(FamilyAdapter, readout):
         missing.append(readout)
-    if adapter.is_dual_encoder and adapter.embedding_dim is FamilyAdapter.embedding_dim:
+    if (adapter.is_dual_encoder or adapter.is_backbone) and adapter.embedding_dim is FamilyAdapter.embedding_dim:
         missing.append("embedding_dim")
     if adapter.is_dual_encoder != spec.is_dual_encoder:
         raise TypeError(
@@ -172,6 +173,12 @@ def _check_adapter(adapter) -> None:
             f"{'prompts' if spec.is_dual_encoder else 'classes'}, but the adapter "
             f"{'is' if adapter.is_dual_encoder else 'is not'} a dual encoder; derive it from DualEncoderAdapter "
             "for prompts, FamilyAdapter for classes."
+        )
+    if adapter.is_backbone != spec.is_backbone:
+        raise TypeError(
+            f"{adapter.__name__}: its spec's base task {spec.base_task!r} and its `is_backbone` "
+            f"({adapter.is_backbone}) disagree; derive backbones from backbones.BackboneAdapter with base task "
+            f"{FEATURE_EXTRACTION!r}."
         )
     if missing:
         raise TypeError(

@@ -2,6 +2,8 @@
 
     legrad explain IMAGE_OR_DIR... --model ID_OR_DIR --prompt TEXT [--prompt TEXT ...] --out DIR
     legrad explain IMAGE_OR_DIR... --model VIT_ID --top-k 3 --out DIR
+    legrad explain IMAGE_OR_DIR... --model DINOV2_ID --reference IMAGE [--reference IMAGE ...] --out DIR
+    legrad explain IMAGE_OR_DIR... --model DINOV2_ID --directions FILE.safetensors --out DIR
     legrad explain --dataset NAME_OR_PATH [--split S] --model ID_OR_DIR --prompt TEXT --out DIR   (sharded Parquet)
     accelerate launch --num_processes N -m transformers_legrad.cli explain --dataset ...        (N processes)
 
@@ -33,13 +35,29 @@ __all__ = ["add_parser", "iter_image_paths", "run"]
 def add_parser(commands, common: argparse.ArgumentParser) -> None:
     """Add `legrad explain` to the subcommands `commands`; `common` holds the options every subcommand takes."""
     explain = commands.add_parser(
-        "explain", parents=[common], help="explain images with prompts (CLIP/SigLIP) or classes"
+        "explain",
+        parents=[common],
+        help="explain images with prompts (CLIP/SigLIP), classes, or directions (backbones)",
     )
     explain.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files or folders of images")
     explain.add_argument("--model", required=True, help="Hub id or local folder of a supported model")
     explain.add_argument("--prompt", action="append", default=[], help="a text prompt (repeatable)")
     explain.add_argument("--top-k", type=int, help="classifiers: explain the k most probable classes")
     explain.add_argument("--target", action="append", default=[], help="classifiers: a class name or id (repeatable)")
+    explain.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="backbones: a reference image whose own embedding is the direction (repeatable)",
+    )
+    explain.add_argument(
+        "--directions",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="backbones: a .safetensors file with a [K, dim] tensor named 'directions' (labels: JSON in its metadata)",
+    )
     explain.add_argument("--out", required=True, type=Path, help="output folder")
     explain.add_argument("--layers", default=None, help="'all', N (the last N blocks) or indices like 0,5,-1")
     explain.add_argument("--image-size", default=None, help="explain at this size: N or HxW (e.g. 448)")
@@ -72,6 +90,8 @@ def iter_image_paths(inputs: Sequence[str]) -> Iterator[Path]:
 def run(args: argparse.Namespace) -> int:
     """`legrad explain ...`: exit 0, or 1 when some input failed; a `UserError` for what the user can fix."""
     if args.dataset is not None:
+        if args.reference or args.directions is not None:
+            raise UserError("--reference and --directions explain image files or folders, not a --dataset")
         if args.inputs:
             raise UserError("give either IMAGE_OR_DIR arguments or --dataset, not both")
         return dataset_command(args)
@@ -100,7 +120,15 @@ def run(args: argparse.Namespace) -> int:
         "colormap": args.colormap,
         "return_tensors": True,
     }
-    if pipe.explainer.adapter.is_dual_encoder:
+    adapter = pipe.explainer.adapter
+    if adapter.is_backbone:
+        call.update(_backbone_call(args, pipe.explainer, image_size))
+    elif args.reference or args.directions is not None:
+        raise UserError(
+            f"--reference and --directions are for backbones (such as Dinov2Model); {args.model} takes "
+            + ("--prompt" if adapter.is_dual_encoder else "--top-k or --target")
+        )
+    elif adapter.is_dual_encoder:
         if not args.prompt:
             raise UserError(f"{args.model} explains text prompts: give at least one --prompt")
         if args.top_k is not None or args.target:
@@ -150,6 +178,63 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_INPUT_FAILED if failures else EXIT_OK
 
 
+def _backbone_call(args: argparse.Namespace, explainer, image_size) -> dict:
+    """A backbone's pipeline arguments: `directions` (from --directions, or --reference images' embeddings, once
+    for all batches) and their `labels` (the file's, or the references' file names)."""
+    from ..images import ImageReadError, open_image
+
+    if args.prompt or args.top_k is not None or args.target:
+        raise UserError(
+            f"{args.model} is a backbone (no text tower, no classifier): use --reference IMAGE or --directions FILE, "
+            "not --prompt, --top-k or --target"
+        )
+    if bool(args.reference) == (args.directions is not None):
+        raise UserError(
+            f"{args.model} is a backbone: give --reference IMAGE (repeatable) or --directions FILE.safetensors"
+            + (", not both" if args.reference else "")
+        )
+    if args.directions is not None:
+        directions, labels = read_directions(args.directions)
+        return {"directions": directions, **({"labels": labels} if labels is not None else {})}
+    try:
+        references = [open_image(Path(name)) for name in args.reference]
+    except ImageReadError as error:
+        raise UserError(f"--reference: {error}") from error
+    try:
+        directions = explainer.reference_directions(references, image_size)
+    except (ValueError, TypeError) as error:
+        raise UserError(str(error)) from error
+    return {"directions": directions, "labels": [Path(name).stem for name in args.reference]}
+
+
+def read_directions(path: Path):
+    """The [K, dim] tensor named `directions` of a safetensors file, and the `labels` of its metadata (a JSON list
+    of K strings) or None; a UserError naming the problem otherwise."""
+    from safetensors import SafetensorError, safe_open
+
+    save = "save it with `safetensors.torch.save_file({'directions': T}, path, metadata={'labels': json.dumps(names)})`"
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            names, metadata = list(file.keys()), file.metadata() or {}
+            if "directions" not in names:
+                raise UserError(
+                    f"--directions {path}: no tensor named 'directions' (it holds: {', '.join(names) or 'nothing'}); "
+                    + save
+                )
+            directions = file.get_tensor("directions")
+    except (OSError, SafetensorError) as error:
+        raise UserError(f"--directions {path}: not a readable safetensors file ({error}); {save}") from error
+    if "labels" not in metadata:
+        return directions, None
+    try:
+        labels = json.loads(metadata["labels"])
+    except json.JSONDecodeError as error:
+        raise UserError(f"--directions {path}: its 'labels' metadata is not JSON ({error}); {save}") from error
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise UserError(f"--directions {path}: its 'labels' metadata must be a JSON list of strings; {save}")
+    return directions, labels
+
+
 def dataset_command(args: argparse.Namespace) -> int:
     """`legrad explain --dataset ...`: sharded Parquet results, split across accelerate's processes."""
     from .. import datasets_io
@@ -166,6 +251,11 @@ def dataset_command(args: argparse.Namespace) -> int:
     try:
         dataset = datasets_io.read_dataset(args.dataset, args.split)
         pipe = load_pipeline(args.model, device, args.dtype)
+        if pipe.explainer.adapter.is_backbone:
+            raise UserError(
+                f"{args.model} is a backbone (explained along --reference or --directions): explain image files or "
+                "folders with it; --dataset takes prompts or classes"
+            )
         query = datasets_io.DatasetQuery(
             prompts=list(args.prompt),
             column=args.prompt_column,
