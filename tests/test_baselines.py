@@ -7,7 +7,6 @@ import copy
 import pytest
 import torch
 
-from test_exact import assert_heatmaps_are_normalized_grid_maps
 from transformers_legrad import LeGradExplainer
 from transformers_legrad.evaluation import baselines
 from transformers_legrad.evaluation.baselines import (
@@ -22,6 +21,7 @@ from transformers_legrad.evaluation.baselines import (
     make_explainer,
 )
 
+from test_exact import assert_heatmaps_are_normalized_grid_maps
 from tiny_models import PATCH_SIZE, random_image
 
 GRID = 48 // PATCH_SIZE

@@ -16,8 +16,6 @@ import yaml
 from huggingface_hub import ModelCard, metadata_load
 from transformers import BertConfig, ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
-import tiny_classifiers
-import tiny_clip_layout
 from transformers_legrad import SUPPORTED_MODEL_CLASSES, cards, cli
 from transformers_legrad.adapters import adapter_for
 from transformers_legrad.cards import (
@@ -35,6 +33,8 @@ from transformers_legrad.cards import (
     write_cards,
 )
 
+import tiny_classifiers
+import tiny_clip_layout
 import tiny_models
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,11 +11,11 @@ import weakref
 import pytest
 import torch
 
-from test_exact import assert_raw_maps_match
 from transformers_legrad import LeGradExplainer, engine
 from transformers_legrad.adapters import adapter_for
 
 from reference import minmax
+from test_exact import assert_raw_maps_match
 from tiny_models import NUM_LAYERS, random_image
 
 FAMILIES = ["clip", "clip_vision_projection", "siglip", "siglip2", "vit", "deit", "deit_teacher", "dinov2"]

@@ -14,11 +14,11 @@ import weakref
 import pytest
 import torch
 
-from test_exact import assert_raw_maps_match
 from transformers_legrad import LeGradExplainer, engine
 from transformers_legrad.adapters import adapter_for
 
 from reference import minmax
+from test_exact import assert_raw_maps_match
 from tiny_models import NUM_LAYERS, random_image
 
 FAMILIES = ["clip", "vit", "deit_teacher", "dinov2"]  # self-attention families (SigLIP explains its pooling head)

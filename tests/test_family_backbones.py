@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import CLIPModel, Dinov2Model, pipeline
 
-from reference_backbones import pooled_embedding, reference_grid_maps
-from test_engine import assert_same_state, model_state
-from tiny_backbones import BACKBONES, make_backbone
 from transformers_legrad import LeGradExplainer, cards
 from transformers_legrad.adapters import registry
 from transformers_legrad.cli import main
 
+from reference_backbones import pooled_embedding, reference_grid_maps
+from test_engine import assert_same_state, model_state
+from tiny_backbones import BACKBONES, make_backbone
 from tiny_models import NUM_LAYERS, random_image
 
 NAMES = list(BACKBONES)

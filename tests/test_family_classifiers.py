@@ -16,15 +16,15 @@ import pytest
 import torch
 from transformers import pipeline
 
-import tiny_classifiers
-from reference_classifiers import reference_layer_maps
-from test_engine import assert_same_state, model_state
-from tiny_classifiers import NUM_REGISTERS
 from transformers_legrad import LeGradExplainer, cards, cli
 from transformers_legrad.adapters import PixelInputs
 from transformers_legrad.adapters.beit import BeitClassifierAdapter, Data2VecVisionClassifierAdapter
 from transformers_legrad.adapters.dinov2_registers import Dinov2WithRegistersClassifierAdapter
 
+import tiny_classifiers
+from reference_classifiers import reference_layer_maps
+from test_engine import assert_same_state, model_state
+from tiny_classifiers import NUM_REGISTERS
 from tiny_models import NUM_LAYERS, random_image
 
 FAMILIES = ["dinov2_registers", "beit", "beit_cls", "data2vec_vision"]

@@ -16,13 +16,13 @@ import torch
 import transformers
 from transformers import AutoModelForZeroShotImageClassification, pipeline
 
-import tiny_clip_layout
 import transformers_legrad  # noqa: F401  (registers the pipeline task)
-from reference_clip_layout import reference_grid_maps
 from transformers_legrad import LeGradExplainer, LeGradExplanationPipeline
 from transformers_legrad.adapters import adapter_for, registry
 from transformers_legrad.cli import main
 
+import tiny_clip_layout
+from reference_clip_layout import reference_grid_maps
 from tiny_models import IMAGE_SIZE, NUM_LAYERS, PROJECTION_DIM, random_image
 
 FAMILIES = {  # fixture -> (class, adapter family, whether it has a text tower)

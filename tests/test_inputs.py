@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_exact import assert_maps_match
 from transformers_legrad import LeGradExplainer
 
 from reference import minmax, reference_grid_maps
+from test_exact import assert_maps_match
 from tiny_models import random_image
 
 PROMPTS = ["a photo of a red circle", "a photo of a cat", "a blue dog"]

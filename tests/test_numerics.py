@@ -8,6 +8,10 @@ import copy
 import pytest
 import torch
 
+from transformers_legrad import LeGradExplainer
+from transformers_legrad.adapters import adapter_for
+
+from reference import reference_grid_maps
 from test_exact import (
     HALF_PRECISION_RAW_TOLERANCE,
     assert_heatmaps_are_normalized_grid_maps,
@@ -17,10 +21,6 @@ from test_exact import (
     pixel_inputs,
     random_embeds,
 )
-from transformers_legrad import LeGradExplainer
-from transformers_legrad.adapters import adapter_for
-
-from reference import reference_grid_maps
 from tiny_models import NUM_LAYERS, random_image
 
 PROMPTS = ["a photo of a red circle", "a photo of a cat", "a blue dog"]

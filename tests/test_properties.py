@@ -8,11 +8,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_exact import assert_heatmaps_are_normalized_grid_maps
 from transformers_legrad import LeGradExplainer
 from transformers_legrad.cli import main
 from transformers_legrad.images import ImageReadError, open_image
 
+from test_exact import assert_heatmaps_are_normalized_grid_maps
 from tiny_models import random_image
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

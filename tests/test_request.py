@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 
 import transformers_legrad
-from test_errors import no_forward_runs, pixels
-from test_inputs import text_embeddings
 from transformers_legrad import ExplanationRequest, LeGradExplainer, LeGradOutput
 from transformers_legrad.evaluation.baselines import GradCAMExplainer, RawAttentionExplainer, RolloutExplainer
 
+from test_errors import no_forward_runs, pixels
+from test_inputs import text_embeddings
 from tiny_models import LABELS, random_image
 
 PROMPTS = ["a photo of a red circle", "a photo of a cat"]

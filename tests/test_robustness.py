@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from transformers import pipeline
 
-from test_engine import assert_same_state, explain_inputs, model_state
-from test_exact import HALF_PRECISION_RAW_TOLERANCE, assert_raw_maps_match
 from transformers_legrad import LeGradExplainer, engine
 from transformers_legrad.images import ImageReadError, load, open_image
 
 from reference import minmax, reference_grid_maps
+from test_engine import assert_same_state, explain_inputs, model_state
+from test_exact import HALF_PRECISION_RAW_TOLERANCE, assert_raw_maps_match
 from tiny_models import random_image
 
 MODES = ["L", "LA", "RGBA", "P", "CMYK", "I;16", "1", "I", "F", "RGB"]
