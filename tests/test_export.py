@@ -52,3 +52,25 @@ def test_export_reloads_in_a_fresh_process(family, base_model, request, tmp_path
 def test_export_of_a_local_folder_needs_its_hub_id(clip, tmp_path, capsys):
     assert main(["export", clip.path, "--out", str(tmp_path / "x")]) == 2
     assert "--base-model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "family, auto_class",
+    [
+        ("clip", "AutoModelForZeroShotImageClassification"),
+        ("vit", "AutoModelForImageClassification"),
+        ("dinov2", "AutoModel"),
+    ],
+)
+def test_the_exported_pipeline_loads_with_its_own_family_auto_class_only(family, auto_class, request, tmp_path):
+    """A backbone folder must not come back through `AutoModelForImageClassification` (an untrained head)."""
+    from transformers import pipeline
+
+    from transformers_legrad.export import CUSTOM_TASK, export_pipeline
+
+    from tiny_backbones import make_backbone
+
+    tiny = make_backbone(family) if family == "dinov2" else request.getfixturevalue(family)
+    pipe = pipeline("legrad-explanation", model=tiny.path)
+    out = export_pipeline(pipe, tmp_path / "exported", model_id="me/tiny")
+    assert json.loads((out / "config.json").read_text())["custom_pipelines"][CUSTOM_TASK]["pt"] == [auto_class]

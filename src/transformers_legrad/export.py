@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .adapters import registry
 from .pipeline import TASK
 
 PIPELINE_MODULE = "legrad_pipeline"
@@ -54,7 +53,9 @@ def export_pipeline(pipe, out: str | Path, model_id: str) -> Path:
     config["custom_pipelines"] = {
         CUSTOM_TASK: {
             "impl": f"{PIPELINE_MODULE}.LeGradExplanationPipeline",
-            "pt": list(registry.auto_classes()),
+            # Only the model's own family's Auto class: a backbone folder (`Dinov2Model`) must not load through
+            # `AutoModelForImageClassification`, which would add an untrained head.
+            "pt": [pipe.explainer.adapter.spec.auto_class],
             "type": "image",
         }
     }
