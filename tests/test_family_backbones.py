@@ -273,3 +273,16 @@ def test_cli_dataset_refuses_backbones(tmp_path, capsys):
     assert code != 0 and "--dataset takes prompts or classes" in err and "Traceback" not in err
     code, _, err = run(["explain", "--dataset", data, "--model", model, "--reference", data, "--out", tmp_path], capsys)
     assert code != 0 and "not a --dataset" in err
+
+
+def test_benchmark_refuses_backbones_before_running(tmp_path, capsys):
+    code, _, err = run(["benchmark", "--model", tiny("dinov2").path, "--json", tmp_path / "r.json"], capsys)
+    assert code == 2 and "is a backbone" in err and "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_pipeline_takes_reference_images_given_as_none():
+    pipe = pipeline("legrad-explanation", model=tiny("dinov2").path)
+    query, _ = images()
+    results = pipe(query, directions=random_directions("dinov2", 1), reference_images=None)
+    assert [entry["label"] for entry in results] == ["direction 0"]

@@ -359,7 +359,7 @@ def _card_model_from_config(model_id: str, config, family: str | None) -> CardMo
     if model_class is None:
         raise ValueError(
             f"the {model_type!r} config of {model_id!r} lists architectures {values.get('architectures')}, none of "
-            f"them an image classifier LeGrad explains ({', '.join(ARCHITECTURES)})."
+            f"them a class LeGrad explains ({', '.join(ARCHITECTURES)})."
         )
     vision = values.get("vision_config") or values
     native = vision.get("image_size") if ARCHITECTURES[model_class].native_resolution else None

@@ -117,6 +117,8 @@ class LeGradExplanationPipeline(Pipeline):
             kwargs["candidate_labels"] = candidate_labels
         if kwargs.get("reference_images") is not None:
             self._references_as_directions(kwargs)
+        else:
+            kwargs.pop("reference_images", None)  # given as None: not given
         if isinstance(images, tuple):
             images = list(images)
         if isinstance(images, list) and not images:

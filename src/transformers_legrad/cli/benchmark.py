@@ -231,6 +231,11 @@ def run(args: argparse.Namespace) -> int:
     runs, figures = [], []
     for name in names:
         model, processor, label, folder = _load_model(name, args.device)
+        if LeGradExplainer(model).adapter.is_backbone:
+            raise UserError(
+                f"{label} is a backbone (no text tower, no classifier): the localization benchmark scores prompts or "
+                "classes against object masks; benchmark a dual encoder or a classifier"
+            )
         examples, description, limit = _examples(args, model, label)
         print(f"benchmarking {label} ...", file=sys.stderr)
         try:
