@@ -73,3 +73,19 @@ def test_pipeline_serves_it(msn):
     results = pipeline("legrad-explanation", model=str(msn[3]))(random_image(4, (60, 40)), top_k=2)
     assert len(results) == 2 and results[0]["heatmap"].size == (60, 40)
     assert results[0]["score"] >= results[1]["score"]
+
+
+def test_a_checkpoint_without_the_head_warns_that_the_head_is_new(tmp_path):
+    """A `ViTMSNModel` checkpoint (as the published ViT-MSN ones are) loads through the classification Auto class
+    with a random head: the pipeline says so instead of explaining untrained logits silently."""
+    from transformers import ViTImageProcessorPil, ViTMSNModel
+
+    ViTMSNModel(ViTMSNConfig(**CLASSIFIER)).save_pretrained(tmp_path)
+    ViTImageProcessorPil(size={"height": 48, "width": 48}).save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match="saved as ViTMSNModel but loads as ViTMSNForImageClassification"):
+        pipeline("legrad-explanation", model=str(tmp_path))
+
+
+def test_a_checkpoint_with_its_head_loads_without_a_warning(msn, recwarn):
+    pipeline("legrad-explanation", model=str(msn[3]))
+    assert not [warning for warning in recwarn if "newly initialized" in str(warning.message)]

@@ -17,6 +17,7 @@ call (one trunk forward), and `postprocess` turns one image's maps into its resu
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,6 +68,7 @@ class LeGradExplanationPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         components = _Components(image_processor=self.image_processor, tokenizer=self.tokenizer)
         self.explainer = LeGradExplainer(self.model, components)
+        _warn_about_a_new_head(self.model)
 
     def _sanitize_parameters(
         self,
@@ -257,6 +259,19 @@ class _Components:
     def __init__(self, image_processor, tokenizer):
         self.image_processor = image_processor
         self.tokenizer = tokenizer
+
+
+def _warn_about_a_new_head(model) -> None:
+    """A checkpoint saved as one class (`ViTMSNModel`) that an Auto class loaded as another
+    (`ViTMSNForImageClassification`) has a newly initialized, untrained head: its maps would explain random scores."""
+    saved_as = list(getattr(model.config, "architectures", None) or ())
+    if saved_as and type(model).__name__ not in saved_as:
+        warnings.warn(
+            f"the checkpoint was saved as {', '.join(saved_as)} but loads as {type(model).__name__}, whose head it "
+            "does not hold: the head is newly initialized, so the maps explain untrained scores. Load a checkpoint "
+            "that has this head, or one of the supported classes it was saved as.",
+            stacklevel=3,
+        )
 
 
 class _BackboneCheckpoint:
