@@ -31,7 +31,7 @@ from .base import FEATURE_EXTRACTION, AttentionHandle, FamilyAdapter, FamilySpec
 from .classifiers import VIT_LAYOUT
 from .clip import CLIP_VISION_LAYOUT
 from .registry import register
-from .siglip import pooling_head_context, pooling_head_output, pooling_head_probabilities
+from .siglip import pooling_head_readout
 
 BACKBONE_SCORE = (
     "A direction's score at block l is the cosine between the direction `d` (a given feature vector, or a "
@@ -165,15 +165,7 @@ class SiglipVisionAdapter(BackboneAdapter):
     def pooling_head_attention(
         self, tokens: torch.Tensor, pixels: PixelInputs, score: str
     ) -> tuple[torch.Tensor, AttentionHandle]:
-        head = self.model.head
-        if score == "model":
-            tokens = self.norm(tokens)
-        with torch.no_grad():
-            probabilities, values = pooling_head_probabilities(head, tokens, pixels.valid_tokens)
-            context = pooling_head_context(probabilities, values)
-        context.requires_grad_(True)
-        readout = F.normalize(pooling_head_output(head, context).float(), dim=-1)
-        return readout, AttentionHandle(context=context, values=values, num_heads=head.attention.num_heads)
+        return pooling_head_readout(self.model.head, self.norm, tokens, pixels.valid_tokens, score)
 
 
 @register

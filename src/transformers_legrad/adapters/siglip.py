@@ -116,15 +116,8 @@ class SiglipAdapter(DualEncoderAdapter):
     def pooling_head_attention(
         self, tokens: torch.Tensor, pixels: PixelInputs, score: str
     ) -> tuple[torch.Tensor, AttentionHandle]:
-        head = self.head
-        if score == "model":
-            tokens = self.model.vision_model.post_layernorm(tokens)
-        with torch.no_grad():
-            probabilities, values = pooling_head_probabilities(head, tokens, pixels.valid_tokens)
-            context = pooling_head_context(probabilities, values)
-        context.requires_grad_(True)
-        readout = F.normalize(pooling_head_output(head, context).float(), dim=-1)
-        return readout, AttentionHandle(context=context, values=values, num_heads=head.attention.num_heads)
+        norm = self.model.vision_model.post_layernorm
+        return pooling_head_readout(self.head, norm, tokens, pixels.valid_tokens, score)
 
     def probabilities(
         self, image_features: torch.Tensor, directions: torch.Tensor, scores: torch.Tensor
@@ -203,6 +196,24 @@ class Siglip2Adapter(SiglipAdapter):
 # --- the attention-pooling head, written out ---------------------------------------------------------------------
 # `nn.MultiheadAttention` returns probabilities that are not in the autograd graph; LeGrad needs the context
 # (probabilities @ values) as a leaf, and the evaluation baselines need the probabilities themselves.
+def pooling_head_readout(
+    head: nn.Module, norm: nn.Module, tokens: torch.Tensor, valid_tokens: torch.Tensor | None, score: str
+) -> tuple[torch.Tensor, AttentionHandle]:
+    """(normalized head output [batch, hidden], handle on the head's attention) for one block's tokens.
+
+    `score="legrad"` applies the head to the raw block output, as the authors' code does; `score="model"` applies
+    the tower's `norm` (`post_layernorm`) first, as the model does.
+    """
+    if score == "model":
+        tokens = norm(tokens)
+    with torch.no_grad():
+        probabilities, values = pooling_head_probabilities(head, tokens, valid_tokens)
+        context = pooling_head_context(probabilities, values)
+    context.requires_grad_(True)
+    readout = F.normalize(pooling_head_output(head, context).float(), dim=-1)
+    return readout, AttentionHandle(context=context, values=values, num_heads=head.attention.num_heads)
+
+
 def pooling_head_probabilities(
     head: nn.Module, tokens: torch.Tensor, valid_tokens: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
