@@ -278,7 +278,7 @@ def test_unknown_id_with_a_family_renders_that_family():
         (dict(config=BertConfig()), "cannot make a LeGrad card from a 'bert' config"),
         (
             dict(config={"model_type": "vit", "architectures": ["ViTForMaskedImageModeling"]}),
-            "none of them an image classifier",
+            "none of them a class LeGrad explains",
         ),
         (dict(family="resnet"), "`family` must be one of"),
         (dict(family="clip", base_task="image-classification"), "whose task is"),

@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .base import HubCheckpoint
-from .clip import CLIPAdapter
-from .metaclip2 import clip_layout_card
+from .clip import CLIPAdapter, clip_layout_card
 from .registry import register
 
 

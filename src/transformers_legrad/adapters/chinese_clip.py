@@ -13,8 +13,7 @@ from dataclasses import replace
 import torch
 
 from .base import HubCheckpoint, TextInputs, execution_device
-from .clip import CLIPAdapter
-from .metaclip2 import clip_layout_card
+from .clip import CLIPAdapter, clip_layout_card
 from .registry import register
 
 

@@ -99,3 +99,44 @@ class CLIPAdapter(DualEncoderAdapter):
         pooled = tokens[:, 0] if score == "model" else tokens.mean(dim=1)
         pooled = self.model.vision_model.post_layernorm(pooled)
         return F.normalize(self.model.visual_projection(pooled).float(), dim=-1)
+
+
+# --- the card prose of other dual encoders with CLIP's vision side (MetaCLIP 2, AltCLIP, Chinese CLIP) ------------
+_LAYOUT_SCORE = (
+    "A prompt's score at block l is {name}'s image-text cosine computed from that block's output tokens: "
+    "`s^l = <t, normalize(visual_projection(post_layernorm(mean of all tokens)))>`, where `t` is the prompt's "
+    "normalized text embedding from {name}'s own text tower ({text}); mean pooling over all tokens, CLS included, as "
+    "in the authors' code."
+)
+_CROP_NOTE = (
+    "- **Center crop.** {name}'s processor resizes the short side of the image and crops its central square. On a "
+    "non-square image the model never sees the cropped-away sides: the pipeline's `heatmap` and `overlay` are blank "
+    "(zero) there, which means *not looked at*, not *no evidence*. Pad the image to a square first if the whole "
+    "picture matters."
+)
+_GEOMETRY_NOTE = (
+    "- **Processor geometry.** The maps cover what {name}'s processor shows the model: where it center-crops, the "
+    "cropped-away sides are blank (zero) in the pipeline's `heatmap` and `overlay` (*not looked at*, not *no "
+    "evidence*); where it resizes to a square without cropping, a non-square image is squeezed for the model and "
+    "its maps are stretched back to the original shape."
+)
+_SCORES_NOTE = (
+    "- **Scores.** The pipeline's `score` is the softmax over the labels you pass, as in "
+    "`zero-shot-image-classification`: it changes with the other labels. `LeGradExplainer` returns {name}'s "
+    "`logits_per_image` in `out.scores`."
+)
+
+
+def clip_layout_card(name: str, text: str, *, crops: bool = True) -> dict[str, object]:
+    """The card prose (`score_definition`, `reading_notes`) of a dual encoder with CLIP's vision side.
+
+    Args:
+        name: the family's display name.
+        text: how its text tower pools a prompt, for the score's definition.
+        crops: whether its processor center-crops (CLIP's image processor) or may resize to a square.
+    """
+    geometry = _CROP_NOTE if crops else _GEOMETRY_NOTE
+    return {
+        "score_definition": _LAYOUT_SCORE.format(name=name, text=text),
+        "reading_notes": (geometry.format(name=name), _SCORES_NOTE.format(name=name)),
+    }
