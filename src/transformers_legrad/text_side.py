@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adapters import FamilyAdapter, TextInputs
-from .adapters.base import TextLayout, execution_device
+from .adapters.base import execution_device
 from .engine import layer_relevance, run_trunk
 
 #: A word of a prompt: a run of non-whitespace characters (punctuation stays with its word).
@@ -95,12 +95,13 @@ class TextTrunk:
         """bool [prompts, queries, keys]: the edges that count (see the module docstring)."""
         input_ids = text.input_ids
         prompts, length = input_ids.shape
-        real = torch.ones_like(input_ids, dtype=torch.bool) if text.attention_mask is None else text.attention_mask.bool()
+        mask = text.attention_mask
+        real = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.to(input_ids.device).bool()
         edges = real[:, None, :].expand(prompts, length, length).clone()
         if self.layout.causal:
-            edges &= torch.ones(length, length, dtype=torch.bool).tril()
+            edges &= torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
         rows = real.clone()
-        rows[torch.arange(prompts), self.adapter.text_pooled_positions(input_ids).cpu()] = True
+        rows[torch.arange(prompts, device=input_ids.device), self.adapter.text_pooled_positions(input_ids)] = True
         return edges & rows[:, :, None]
 
 
@@ -128,8 +129,7 @@ def text_relevance(
     capture = run_trunk(trunk, text, layers)
     prompts = text.input_ids.shape[0]
     directions = image_embeds.detach().float()[None].expand(prompts, -1, -1)  # [prompts, batch, dim]
-    edges = trunk.attention_edges(TextInputs(text.input_ids.cpu(), None if text.attention_mask is None else text.attention_mask.cpu()))
-    relevance = layer_relevance(trunk, capture, text, directions, layers, attention_edges=edges)
+    relevance = layer_relevance(trunk, capture, text, directions, layers, attention_edges=trunk.attention_edges(text))
     return relevance.sum(dim=2).transpose(0, 1).float().cpu().contiguous()
 
 
@@ -175,7 +175,9 @@ def word_relevance(
                 members.setdefault(word, []).append(j)
         per_prompt.append([(prompt[spans[w][0] : spans[w][1]], members[w]) for w in sorted(members)])
     return [
-        [[(word, float(relevance[b, k, positions].sum())) for word, positions in words] for k, words in enumerate(per_prompt)]
+        [
+            [(word, float(relevance[b, k, positions].sum())) for word, positions in words]
+            for k, words in enumerate(per_prompt)
+        ]
         for b in range(relevance.shape[0])
     ]
-
