@@ -8,14 +8,17 @@ words, and the image side is unchanged.
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
 import torch
+from transformers import pipeline
 
 from reference_text import image_embeddings, reference_text_relevance
 from tiny_clip_layout import make_metaclip2
 from transformers_legrad import LeGradExplainer
+from transformers_legrad.cli import main
 
 from tiny_models import random_image
 
@@ -137,3 +140,29 @@ def test_text_relevance_needs_prompts(clip, vit):
         explainer.explain([random_image(0)], text_embeds=embeds, text_relevance=True)
     with pytest.raises(ValueError, match="dual encoder"):
         LeGradExplainer(vit.model, vit.processor).explain([random_image(0)], text_relevance=True)
+
+
+def test_pipeline_words_match_the_explainer(clip):
+    pipe = pipeline("legrad-explanation", model=clip.path, batch_size=2)
+    images = [random_image(0), random_image(1)]
+    labels = ["a red circle", "zebrafish"]
+    results = pipe(images, candidate_labels=labels, text_relevance=True)
+    out = LeGradExplainer(clip.model, clip.processor).explain(images, labels, text_relevance=True)
+    for b, entries in enumerate(results):
+        for entry in entries:
+            k = labels.index(entry["label"])
+            expected = [{"word": w, "relevance": pytest.approx(v, rel=1e-4)} for w, v in out.word_relevance[b][k]]
+            assert entry["words"] == expected
+    assert all("words" not in entry for entry in pipe(images[0], candidate_labels=labels))
+
+
+def test_cli_writes_words(clip, tmp_path, capsys):
+    random_image(3).save(tmp_path / "scene.png")
+    out = tmp_path / "out"
+    argv = ["explain", tmp_path / "scene.png", "--model", clip.path, "--prompt", "a red circle", "--out", out]
+    assert main([str(a) for a in [*argv, "--text-relevance"]]) == 0
+    (record,) = json.loads((out / "results.json").read_text())
+    assert [item["word"] for item in record["words"]] == ["a", "red", "circle"]
+    assert all(isinstance(item["relevance"], float) for item in record["words"])
+    assert main([str(a) for a in argv]) == 0
+    assert "words" not in json.loads((out / "results.json").read_text())[0]
