@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 CAUSAL_TEXT = ("CLIPModel", "MetaClip2Model")
 LAST_TOKEN_POOLING = ("SiglipModel", "Siglip2Model")
+FIRST_TOKEN_POOLING = ("AltCLIPModel", "ChineseCLIPModel")
 
 
 def image_embeddings(model: torch.nn.Module, pixel_kwargs: dict) -> torch.Tensor:
@@ -32,13 +33,20 @@ def image_embeddings(model: torch.nn.Module, pixel_kwargs: dict) -> torch.Tensor
 def _pooled_positions(name: str, ref: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     if name in LAST_TOKEN_POOLING:
         return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1)
+    if name in FIRST_TOKEN_POOLING:
+        return torch.zeros(input_ids.shape[0], dtype=torch.long)
     eos = ref.config.text_config.eos_token_id
     return torch.tensor([row.index(eos) for row in input_ids.tolist()])  # the first end-of-text token
 
 
 def _text_embedding(name: str, ref: torch.nn.Module, hidden: torch.Tensor, positions: torch.Tensor):
     text_model = ref.text_model
-    pooled = text_model.final_layer_norm(hidden[torch.arange(hidden.shape[0]), positions])
+    pooled = hidden[torch.arange(hidden.shape[0]), positions]
+    if name == "AltCLIPModel":  # get_text_features: pre_LN -> transformation -> first token -> text_projection
+        return F.normalize(ref.text_projection(text_model.transformation(text_model.pre_LN(pooled))), dim=-1)
+    if name == "ChineseCLIPModel":  # get_text_features: first token -> text_projection
+        return F.normalize(ref.text_projection(pooled), dim=-1)
+    pooled = text_model.final_layer_norm(pooled)
     if name in LAST_TOKEN_POOLING:
         return F.normalize(text_model.head(pooled), dim=-1)
     return F.normalize(ref.text_projection(pooled), dim=-1)
@@ -67,10 +75,16 @@ def reference_text_relevance(
     if attention_mask is not None and not all_rows:
         real = attention_mask.bool()
     positions = _pooled_positions(name, ref, input_ids)
+    extra = {"token_type_ids": torch.zeros_like(input_ids)} if name == "ChineseCLIPModel" else {}
     with torch.enable_grad():
         out = ref.text_model(
-            input_ids=input_ids, attention_mask=attention_mask, output_attentions=True, output_hidden_states=True
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_attentions=True,
+            output_hidden_states=True,
+            **extra,
         )
+        assert out.attentions is not None and len(out.attentions) == len(out.hidden_states) - 1
         relevance = torch.zeros(image_embeds.shape[0], prompts, length)
         for layer in layers:
             attentions = out.attentions[layer]  # [prompts, heads, queries, keys]

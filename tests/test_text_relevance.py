@@ -1,7 +1,8 @@
 """The text side: `explain(..., text_relevance=True)` against the independent reference of `reference_text.py`.
 
 Raw text relevance (summed over the explained text blocks) must equal the reference for CLIP (causal mask, EOS
-pooling), SigLIP (padding="max_length", last-token pooling and head), SigLIP 2 and MetaCLIP 2, for a batch of 2
+pooling), SigLIP (padding="max_length", last-token pooling and head), SigLIP 2, MetaCLIP 2, AltCLIP (XLM-R) and
+Chinese CLIP (BERT), for a batch of 2
 images x 3 prompts of different lengths (one truncated); padding positions are zero, sub-word pieces merge into
 words, and the image side is unchanged.
 """
@@ -16,7 +17,7 @@ import torch
 from transformers import pipeline
 
 from reference_text import image_embeddings, reference_text_relevance
-from tiny_clip_layout import make_metaclip2
+from tiny_clip_layout import make_altclip, make_chinese_clip, make_metaclip2
 from transformers_legrad import LeGradExplainer
 from transformers_legrad.cli import main
 
@@ -58,7 +59,17 @@ def metaclip2():
     return make_metaclip2()
 
 
-@pytest.mark.parametrize("family", ["clip", "siglip", "siglip2", "metaclip2"])
+@pytest.fixture(scope="module")
+def altclip():
+    return make_altclip()
+
+
+@pytest.fixture(scope="module")
+def chinese_clip():
+    return make_chinese_clip()
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip", "siglip2", "metaclip2", "altclip", "chinese_clip"])
 def test_text_relevance_matches_reference(family, request):
     tiny = request.getfixturevalue(family)
     images = [random_image(0), random_image(1)]

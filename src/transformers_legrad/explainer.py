@@ -288,7 +288,7 @@ class LeGradExplainer:
         if not self.adapter.is_dual_encoder or getattr(self.adapter, "text_layout", None) is None:
             raise ValueError(
                 f"`text_relevance` explains a dual encoder's prompts; {self._model_name} has no text tower that the "
-                "package explains (CLIP, MetaCLIP 2, SigLIP, SigLIP 2 have)."
+                "package explains (CLIP, MetaCLIP 2, AltCLIP, Chinese CLIP, SigLIP, SigLIP 2 have)."
             )
         if text is None or text_embeds is not None:
             raise ValueError("`text_relevance=True` needs the prompts as `text=[...]` (not `text_embeds`).")
