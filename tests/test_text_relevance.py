@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from transformers import pipeline
 
 from reference_text import image_embeddings, reference_text_relevance
 from tiny_clip_layout import make_altclip, make_chinese_clip, make_metaclip2
-from transformers_legrad import LeGradExplainer
+from transformers_legrad import LeGradExplainer, visualize
 from transformers_legrad.cli import main
 
 from tiny_models import random_image
@@ -177,3 +178,19 @@ def test_cli_writes_words(clip, tmp_path, capsys):
     assert all(isinstance(item["relevance"], float) for item in record["words"])
     assert main([str(a) for a in argv]) == 0
     assert "words" not in json.loads((out / "results.json").read_text())[0]
+
+
+def test_grid_shades_the_words(clip):
+    image = random_image(0)
+    _, out = _explain(clip, [image])
+    labels = PROMPTS[:2]
+    maps = out.heatmaps[0, :2]
+    plain = visualize.grid_figure(image, maps, labels)
+    shaded = visualize.grid_figure(image, maps, labels, words=out.word_relevance[0][:2])
+    assert shaded.size == plain.size
+    pixels = np.asarray(shaded).reshape(-1, 3).astype(int)
+    amber = (pixels[:, 0] == 255) & (pixels[:, 1] == 170) & (pixels[:, 2] == 40)
+    assert amber.sum() > 0, "the most relevant word of each prompt gets the full shade"
+    assert np.array_equal(np.asarray(plain), np.asarray(visualize.grid_figure(image, maps, labels, words=None)))
+    with pytest.raises(ValueError, match="one list of"):
+        visualize.grid_figure(image, maps, labels, words=out.word_relevance[0][:1])

@@ -381,5 +381,13 @@ def _write_image_results(out: Path, stem: str, path: Path, image, entries, visua
         scores=[entry["score"] for entry in entries],
         alpha=call["alpha"],
         colormap=call["colormap"],
+        **_grid_words(entries),
     )
     return records
+
+
+def _grid_words(entries) -> dict:
+    """`save_grid`'s `words=` (each prompt's words shaded under its map) when the entries carry word relevances."""
+    if not entries or "words" not in entries[0]:
+        return {}
+    return {"words": [[(item["word"], item["relevance"]) for item in entry["words"]] for entry in entries]}
