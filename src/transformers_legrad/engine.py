@@ -272,13 +272,18 @@ def _recompute_block(
     return adapter.layer_features(tail.tokens, pixels, score), tail.handle
 
 
-def reduce_attention_gradient(context_grads: torch.Tensor, values: torch.Tensor, num_heads: int) -> torch.Tensor:
+def reduce_attention_gradient(
+    context_grads: torch.Tensor, values: torch.Tensor, num_heads: int, edges: torch.Tensor | None = None
+) -> torch.Tensor:
     """LeGrad's reduction of dS/dA, computed from dS/dO without materializing all of it at once.
 
     Args:
         context_grads: dS/dO [prompts, batch, queries, heads * head_dim].
         values: V [batch, keys, heads * head_dim].
         num_heads: number of heads.
+        edges: optional bool [batch, queries, keys], the attention edges that count (a text tower's causal and
+            padding mask; a query row that does not count is all False). dS/dA of the other entries is computed
+            by dS/dO V^T too, but they are dropped before the mean, which runs over the rows that count.
 
     Returns:
         float32 [batch, prompts, keys]: mean over heads and query rows of ReLU(dS/dA), dS/dA_h = dS/dO_h @ V_h^T.
@@ -297,12 +302,22 @@ def reduce_attention_gradient(context_grads: torch.Tensor, values: torch.Tensor,
             chunk_grads = grads[:, p0 : p0 + prompts_per_chunk, h0 : h0 + heads_per_chunk].float()
             chunk_values = values_t[:, :, h0 : h0 + heads_per_chunk].float()
             attention_grads = torch.matmul(chunk_grads, chunk_values)  # [batch, p, h, queries, keys]
+            if edges is not None:
+                attention_grads = attention_grads.masked_fill_(~edges[:, None, None], 0.0)
             relevance[:, p0 : p0 + prompts_per_chunk] += attention_grads.clamp_(min=0).sum(dim=(2, 3))
-    return relevance / (num_heads * queries)
+    if edges is None:
+        return relevance / (num_heads * queries)
+    rows = edges.any(dim=-1).sum(dim=-1).clamp_min(1).to(relevance.device)  # [batch] query rows that count
+    return relevance / (num_heads * rows[:, None, None].float())
 
 
 def _prompt_chunk_relevance(
-    readout: torch.Tensor, handle: AttentionHandle, cotangents: torch.Tensor, scale: float, retain_graph: bool
+    readout: torch.Tensor,
+    handle: AttentionHandle,
+    cotangents: torch.Tensor,
+    scale: float,
+    retain_graph: bool,
+    edges: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Relevance [batch, chunk, keys] of one chunk of prompts, from one (batched) backward of the local graph.
 
@@ -321,7 +336,7 @@ def _prompt_chunk_relevance(
         if scale == 1.0 or torch.isfinite(grads).all():
             break
         scale = max(1.0, scale / 256)  # overflow in half precision: back off and redo this chunk
-    relevance = reduce_attention_gradient(grads, handle.values, handle.num_heads)
+    relevance = reduce_attention_gradient(grads, handle.values, handle.num_heads, edges)
     return relevance / scale
 
 
@@ -333,6 +348,7 @@ def layer_relevance(
     layers: Sequence[int],
     score: str = "legrad",
     prompt_chunk_size: int = PROMPT_CHUNK_SIZE,
+    attention_edges: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-layer LeGrad relevance of every token as a key, for every prompt.
 
@@ -345,6 +361,8 @@ def layer_relevance(
         layers: the explained block indices.
         score: "legrad" (the authors' per-layer readout) or "model" (the model's own pooling).
         prompt_chunk_size: prompts differentiated per backward; bounds memory for hundreds of prompts.
+        attention_edges: optional bool [batch, queries, keys], the attention edges that count in the reduction
+            (`reduce_attention_gradient`); None: all of them (a vision trunk).
 
     Returns:
         float32 [batch, prompts, layers, tokens].
@@ -369,6 +387,7 @@ def layer_relevance(
                         cotangents[start : start + prompt_chunk_size],
                         scale,
                         retain_graph=start + prompt_chunk_size < cotangents.shape[0],
+                        edges=None if attention_edges is None else attention_edges.to(readout.device),
                     )
                     for start in range(0, cotangents.shape[0], prompt_chunk_size)
                 ],

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import engine, maps
+from . import engine, maps, text_side
 from .adapters import FamilyAdapter, PixelInputs, TextInputs, adapter_for
 from .engine import eval_mode, layer_relevance, run_trunk
 from .images import load as load_image
@@ -69,6 +69,13 @@ class LeGradOutput:
             zeros outside their own grid.
         image_sizes: the (height, width) processed size of each image, the region of `heatmaps` it covers.
         target_ids: classifiers only: long [batch, prompts], the explained class of each map.
+        text_relevance: with `text_relevance=True`: float32 [batch, prompts, tokens], the raw LeGrad relevance of
+            each prompt token for each image (summed over the explained text blocks; zero on padding).
+        text_tokens: with `text_relevance=True`: per prompt, a `text_side.Token` (decoded text, special flag) per
+            position of `text_relevance`'s last axis.
+        word_relevance: with `text_relevance=True`: per image, per prompt, (word, relevance) pairs in prompt
+            order, a word's sub-word pieces summed (merged with the tokenizer's offsets).
+        explained_text_layers: the explained text block indices, ascending (with `text_relevance=True`).
     """
 
     heatmaps: torch.Tensor
@@ -81,6 +88,10 @@ class LeGradOutput:
     image_sizes: list[tuple[int, int]]
     probabilities: torch.Tensor | None = None
     target_ids: torch.Tensor | None = None
+    text_relevance: torch.Tensor | None = None
+    text_tokens: list[list[text_side.Token]] | None = None
+    word_relevance: list[list[list[tuple[str, float]]]] | None = None
+    explained_text_layers: list[int] | None = None
 
     @property
     def num_prompts(self) -> int:
@@ -173,6 +184,8 @@ class LeGradExplainer:
         directions: torch.Tensor | None = None,
         reference_images=None,
         labels: Sequence[str] | None = None,
+        text_relevance: bool = False,
+        text_layers: LayerSpec = None,
     ) -> LeGradOutput:
         """Explain where each prompt (or class, or direction) is grounded in each image.
 
@@ -197,6 +210,9 @@ class LeGradExplainer:
                 one's own normalized pooled embedding is a direction, so the map shows where each image holds what
                 the reference shows (processed like `images`, at `image_size`).
             labels: backbones: a name for each direction or reference (default "direction k" / "reference k").
+            text_relevance: dual encoders with `text`: also explain which tokens and words of each prompt make
+                it match each image (LeGrad on the text tower along each image's embedding; `text_side.py`).
+            text_layers: the explained text blocks, in the forms of `layers` (default: the last 2).
 
         Returns:
             LeGradOutput with heatmaps [batch, prompts, height, width] and grid_maps [batch, prompts, h, w].
@@ -208,6 +224,7 @@ class LeGradExplainer:
             )
         adapter = self.adapter
         explained_layers = self._resolve_layers(self.layers if layers is None else layers)
+        text_blocks = self._check_text_relevance(text, text_embeds, text_layers) if text_relevance else None
         apply_correction = self._resolve_correction(correction, null_text_embeds)
         request = self.prepare_request(
             images,
@@ -239,6 +256,7 @@ class LeGradExplainer:
             )
             scores = adapter.final_scores(capture.image_features, batch_directions[:, :num_prompts])
             probabilities = adapter.probabilities(capture.image_features, batch_directions[:, :num_prompts], scores)
+            words = self._explain_text(labels, capture.image_features, text_blocks) if text_relevance else {}
 
         layer_grids = maps.tokens_to_grids(relevance, adapter.num_prefix_tokens, pixels.grid_shapes)
         grid_maps = layer_grids.sum(dim=2)
@@ -259,9 +277,44 @@ class LeGradExplainer:
             grid_shapes=list(pixels.grid_shapes),
             image_sizes=list(pixels.image_sizes),
             target_ids=target_ids,
+            **words,
         )
 
     __call__ = explain
+
+    # --- the text side -----------------------------------------------------------------------------------------
+    def _check_text_relevance(self, text, text_embeds, text_layers: LayerSpec) -> list[int]:
+        """The explained text blocks, after checking that this model and these inputs have a text side."""
+        if not self.adapter.is_dual_encoder or getattr(self.adapter, "text_layout", None) is None:
+            raise ValueError(
+                f"`text_relevance` explains a dual encoder's prompts; {self._model_name} has no text tower that the "
+                "package explains (CLIP, MetaCLIP 2, AltCLIP, Chinese CLIP, SigLIP, SigLIP 2 have)."
+            )
+        if text is None or text_embeds is not None:
+            raise ValueError("`text_relevance=True` needs the prompts as `text=[...]` (not `text_embeds`).")
+        if not self.adapter.has_text_tower:
+            raise ValueError(f"`text_relevance` needs the text tower, and {self._model_name} has none.")
+        if self._tokenizer is None:
+            raise ValueError("`text_relevance=True` needs a processor with a tokenizer for the prompts.")
+        trunk = text_side.TextTrunk(self.adapter)
+        return self._resolve_layers(text_layers, total=len(trunk.blocks))
+
+    def _explain_text(self, prompts: list[str], image_features: torch.Tensor, layers: list[int]) -> dict:
+        """The text-side fields of `LeGradOutput` for `prompts` and the images' final embeddings."""
+        tokenizer = self._tokenizer
+        kwargs = self.adapter.tokenizer_kwargs(tokenizer)
+        offsets = bool(getattr(tokenizer, "is_fast", False))
+        encoded = tokenizer(prompts, return_tensors="pt", return_offsets_mapping=offsets, **kwargs)
+        text = TextInputs(input_ids=encoded["input_ids"], attention_mask=encoded.get("attention_mask"))
+        relevance = text_side.text_relevance(self.adapter, text, F.normalize(image_features.float(), dim=-1), layers)
+        tokens = text_side.prompt_tokens(tokenizer, text.input_ids)
+        spans = encoded["offset_mapping"] if offsets else None
+        return {
+            "text_relevance": relevance,
+            "text_tokens": tokens,
+            "word_relevance": text_side.word_relevance(prompts, spans, tokens, relevance),
+            "explained_text_layers": layers,
+        }
 
     # --- the request every method shares -----------------------------------------------------------------------
     def prepare_request(
@@ -349,8 +402,8 @@ class LeGradExplainer:
     def _model_name(self) -> str:
         return type(self.model).__name__
 
-    def _resolve_layers(self, layers: LayerSpec) -> list[int]:
-        total = self.num_layers
+    def _resolve_layers(self, layers: LayerSpec, total: int | None = None) -> list[int]:
+        total = self.num_layers if total is None else total
         if layers is None:
             return list(range(max(0, total - 2), total))
         if isinstance(layers, str):

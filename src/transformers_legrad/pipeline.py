@@ -53,6 +53,8 @@ class LeGradExplanationPipeline(Pipeline):
         num_workers: DataLoader workers that load and preprocess the images.
         alpha, colormap: how the overlay is drawn.
         return_tensors: also return "map", float32 [height, width] in [0, 1] at the original image size.
+        text_relevance: dual encoders: also return "words", `[{"word", "relevance"}]` in prompt order, which words
+            of the prompt make it match the image (`LeGradExplainer.explain(..., text_relevance=True)`).
 
     Each result is `{"label", "score", "heatmap" (PIL "L", original size), "overlay" (PIL RGB)}`; "score" is the
     probability as the family's own pipeline reports it (softmax over labels for CLIP, sigmoid for SigLIP, softmax
@@ -85,6 +87,7 @@ class LeGradExplanationPipeline(Pipeline):
         alpha: float | None = None,
         colormap: str | None = None,
         return_tensors: bool | None = None,
+        text_relevance: bool | None = None,
         **unknown,
     ):
         if unknown:
@@ -102,6 +105,7 @@ class LeGradExplanationPipeline(Pipeline):
             labels=labels,
             layers=layers,
             correction=correction,
+            text_relevance=text_relevance or None,
         )
         postprocess = _given(image_size=image_size, alpha=alpha, colormap=colormap, return_tensors=return_tensors)
         return preprocess, forward, postprocess
@@ -180,6 +184,7 @@ class LeGradExplanationPipeline(Pipeline):
         labels=None,
         layers=None,
         correction=None,
+        text_relevance=None,
     ):
         """Explain a batch with one `explain` call (one trunk forward).
 
@@ -200,6 +205,7 @@ class LeGradExplanationPipeline(Pipeline):
             correction=correction,
             **{name: value for name, value in backbone.items() if value is not None},
             **{key: model_inputs[key] for key in _PIXEL_KEYS if key in model_inputs},
+            **({"text_relevance": True} if text_relevance else {}),
         )
         labels = prompt_labels
         if labels is None:  # classifiers and backbones: the explained classes or directions, from the output
@@ -214,8 +220,15 @@ class LeGradExplanationPipeline(Pipeline):
             "labels": per_image_labels,
             "picture": pictures,
         }
+        if output.word_relevance is not None:  # per image, per prompt: [{"word", "relevance"}]
+            model_outputs["words"] = [
+                [[{"word": word, "relevance": value} for word, value in words] for words in per_prompt]
+                for per_prompt in output.word_relevance
+            ]
         if not collated:  # goes to postprocess as it is: make it look like one item of an unbatched batch
             model_outputs["labels"], model_outputs["picture"] = per_image_labels[0], pictures[0]
+            if "words" in model_outputs:
+                model_outputs["words"] = model_outputs["words"][0]
         return model_outputs
 
     def postprocess(
@@ -244,6 +257,8 @@ class LeGradExplanationPipeline(Pipeline):
             }
             if return_tensors:
                 entry["map"] = full
+            if "words" in model_outputs:
+                entry["words"] = model_outputs["words"][k]
             entries.append(entry)
         return sorted(entries, key=lambda entry: entry["score"], reverse=True)
 

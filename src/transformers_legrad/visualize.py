@@ -42,6 +42,8 @@ _TEXT_COLOR = (20, 20, 20)
 _SCORE_COLOR = (90, 90, 90)
 _FRAME_COLOR = (200, 200, 200)
 _MAX_LABEL_LINES = 2
+# A word of relevance r (relative to its prompt's largest) is shaded WORD_SHADE blended over white by r.
+_WORD_SHADE = (255, 170, 40)
 # The grid is at most this many tiles wide by default; more prompts add rows.
 _MAX_DEFAULT_COLUMNS = 4
 _MIN_TILE_SIZE = 32
@@ -124,6 +126,7 @@ def grid_figure(
     colormap: str = "inferno",
     columns: int | None = None,
     tile_size: int = 256,
+    words: Sequence[Sequence[tuple[str, float]]] | None = None,
 ) -> Image.Image:
     """A labelled grid: the image, then its overlay with each prompt's map, and a colorbar from 0 to 1.
 
@@ -140,6 +143,9 @@ def grid_figure(
         colormap: one of `COLORMAPS`: "inferno", "viridis", "turbo" or "jet".
         columns: tiles per row; default: all tiles in one row up to 4, else balanced rows of at most 4.
         tile_size: the longer side of each tile's picture, in pixels (at least 32).
+        words: optional, per prompt, its (word, relevance) pairs (`LeGradOutput.word_relevance[b]`): the prompt is
+            written word by word under its map instead of its label, each word shaded by its relevance relative to
+            the prompt's most relevant word (white: none, amber: the most).
 
     Returns:
         RGB image of the whole grid on a white background.
@@ -152,6 +158,7 @@ def grid_figure(
     colormap_table(colormap)
     maps = _as_float_maps(heatmaps)
     label_texts = _check_labels(labels, len(maps))
+    word_lists = _check_words(words, len(maps))
     score_texts = _format_scores(scores, len(maps))
     tile_size = _check_positive_int(tile_size, "tile_size", minimum=_MIN_TILE_SIZE)
     num_tiles = len(maps) + 1
@@ -169,6 +176,8 @@ def grid_figure(
     cell_width = max(picture.width, (2 * tile_size) // 3)
     text_width = cell_width - padding
     wrapped = [_wrap(label, font, text_width, _MAX_LABEL_LINES) for label, _ in captions]
+    if word_lists is not None:  # each map's caption: its words in lines, each word with its shade
+        wrapped = wrapped[:1] + [_wrap_words(pairs, font, text_width, _MAX_LABEL_LINES) for pairs in word_lists]
     caption_lines = max(len(lines) for lines in wrapped) + (scores is not None)
     caption_height = caption_lines * line_height + padding
     cell_height = picture.height + caption_height
@@ -189,7 +198,10 @@ def grid_figure(
         draw.rectangle((tile_left - 1, top - 1, tile_left + tile.width, top + tile.height), outline=_FRAME_COLOR)
         caption_top = top + picture.height + padding // 2
         for line in lines:
-            _draw_centered(draw, line, font, left, cell_width, caption_top, _TEXT_COLOR)
+            if isinstance(line, str):
+                _draw_centered(draw, line, font, left, cell_width, caption_top, _TEXT_COLOR)
+            else:
+                _draw_shaded_words(draw, line, font, left, cell_width, caption_top, line_height)
             caption_top += line_height
         if score_text is not None:
             _draw_centered(draw, score_text, font, left, cell_width, caption_top, _SCORE_COLOR)
@@ -206,6 +218,9 @@ def save_grid(
     **kwargs,
 ) -> Path:
     """Write `grid_figure(image, heatmaps, labels, scores, **kwargs)` as a PNG file (whatever the suffix).
+
+    With `words=` (per prompt, its (word, relevance) pairs) each prompt is written under its map with its words
+    shaded by relevance.
 
     Args:
         path: the file to write; its folder must exist.
@@ -393,6 +408,55 @@ def _ellipsize(line: str, font: Font, width: int) -> str:
     while line and font.getlength(line.rstrip() + ellipsis) > width:
         line = line[:-1]
     return line.rstrip() + ellipsis
+
+
+def _check_words(words, count: int) -> list[list[tuple[str, float]]] | None:
+    """`words` as one list of (word, shade in [0, 1]) per map, each relevance divided by its prompt's largest."""
+    if words is None:
+        return None
+    words = list(words)
+    if len(words) != count:
+        raise ValueError(f"`words` must hold one list of (word, relevance) pairs per map ({count}), got {len(words)}.")
+    shaded = []
+    for pairs in words:
+        pairs = [(str(word), float(value)) for word, value in pairs]
+        if any(not math.isfinite(value) for _, value in pairs):
+            raise ValueError("`words` holds a NaN or infinite relevance.")
+        top = max((value for _, value in pairs), default=0.0)
+        shaded.append([(word, max(0.0, value) / top if top > 0 else 0.0) for word, value in pairs])
+    return shaded
+
+
+def _wrap_words(pairs: list[tuple[str, float]], font: Font, width: int, max_lines: int) -> list:
+    """(word, shade) pairs broken into at most `max_lines` lines of at most `width` pixels; "..." if cut."""
+    lines: list[list[tuple[str, float]]] = [[]]
+    space = font.getlength(" ")
+    used = 0.0
+    for word, shade in pairs:
+        length = font.getlength(word)
+        if lines[-1] and used + space + length > width:
+            if len(lines) == max_lines:
+                lines[-1].append(("...", 0.0))
+                return lines
+            lines.append([])
+            used = 0.0
+        used += (space if lines[-1] else 0.0) + length
+        lines[-1].append((word, shade))
+    return lines if lines[0] else [""]
+
+
+def _draw_shaded_words(draw, line, font: Font, left: int, width: int, top: int, line_height: int) -> None:
+    """One caption line of (word, shade) pairs, centered, each word on a box blended toward `_WORD_SHADE`."""
+    space = font.getlength(" ")
+    total = sum(font.getlength(word) for word, _ in line) + space * (len(line) - 1)
+    x = left + (width - total) / 2
+    for word, shade in line:
+        length = font.getlength(word)
+        if shade > 0:
+            fill = tuple(round(255 + (channel - 255) * shade) for channel in _WORD_SHADE)
+            draw.rectangle((x - 1, top, x + length + 1, top + line_height - 2), fill=fill)
+        draw.text((x, top), word, font=font, fill=_TEXT_COLOR)
+        x += length + space
 
 
 def _draw_centered(draw: ImageDraw.ImageDraw, text: str, font: Font, left: int, width: int, top: int, fill) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .base import HubCheckpoint
+import torch
+
+from .base import HubCheckpoint, TextLayout
 from .clip import CLIPAdapter, clip_layout_card
 from .registry import register
 
@@ -42,6 +44,25 @@ class AltCLIPAdapter(CLIPAdapter):
             ),
         ),
     )
+
+    # XLM-R attends both ways; padding keys are masked.
+    text_layout = TextLayout(
+        blocks="text_model.roberta.encoder.layers",
+        value="attention.self.value",
+        output="attention.output.dense",
+        causal=False,
+    )
+
+    def text_pooled_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """long [prompts]: AltCLIP pools its first token (`<s>`)."""
+        return torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+
+    def text_readout(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """AltCLIP's text embedding [prompts, dim] from one text layer's output tokens: the pooled position ->
+        `pre_LN` -> `transformation` -> `text_projection` (not normalized), as `get_text_features`."""
+        text_model = self.model.text_model
+        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), positions]
+        return self.model.text_projection(text_model.transformation(text_model.pre_LN(pooled)))
 
     def max_text_length(self, tokenizer) -> int:
         """XLM-R numbers positions from `pad_token_id + 1`: the text tower takes that many fewer tokens than it

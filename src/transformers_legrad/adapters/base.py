@@ -206,6 +206,23 @@ class FamilySpec:
         return self.base_task == FEATURE_EXTRACTION
 
 
+@dataclass(frozen=True)
+class TextLayout:
+    """Where a dual encoder's text tower keeps what the engine hooks (paths like `FamilySpec`'s).
+
+    Attributes:
+        blocks: path from the model to the `nn.ModuleList` of text encoder layers.
+        value: path from a text layer to the module whose output is the attention values V.
+        output: path from a text layer to the module whose input is the attention context A @ V.
+        causal: whether a token attends only to itself and the tokens before it (CLIP), or to all (SigLIP).
+    """
+
+    blocks: str
+    value: str
+    output: str
+    causal: bool
+
+
 @dataclass
 class PixelInputs:
     """Model-ready image tensors and the patch grid they produce.

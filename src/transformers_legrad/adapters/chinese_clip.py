@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import torch
 
-from .base import HubCheckpoint, TextInputs, execution_device
+from .base import HubCheckpoint, TextInputs, TextLayout, execution_device
 from .clip import CLIPAdapter, clip_layout_card
 from .registry import register
 
@@ -44,6 +44,21 @@ class ChineseCLIPAdapter(CLIPAdapter):
             ),
         ),
     )
+
+    # BERT attends both ways; padding keys are masked.
+    text_layout = TextLayout(
+        blocks="text_model.encoder.layer", value="attention.self.value", output="attention.output.dense", causal=False
+    )
+
+    def text_pooled_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """long [prompts]: Chinese CLIP pools its first ([CLS]) token."""
+        return torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+
+    def text_readout(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Chinese CLIP's text embedding [prompts, dim] from one text layer's output tokens: the pooled position
+        -> `text_projection` (not normalized), as `get_text_features` (BERT's layers end with their own norm)."""
+        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), positions]
+        return self.model.text_projection(pooled)
 
     def text_features(self, text: TextInputs) -> torch.Tensor:
         """Prompt embeddings [prompts, dim]: `get_text_features` with the prompts' `token_type_ids` (one segment,

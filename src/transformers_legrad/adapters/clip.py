@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import ZERO_SHOT, DualEncoderAdapter, FamilySpec, HubCheckpoint, PixelInputs
+from .base import ZERO_SHOT, DualEncoderAdapter, FamilySpec, HubCheckpoint, PixelInputs, TextLayout
 from .registry import register
 
 CLIP_VISION_LAYOUT = {
@@ -21,6 +21,10 @@ CLIP_VISION_LAYOUT = {
     "output": "self_attn.out_proj",
     "mlp_output": "mlp.fc2",
 }
+#: CLIP's text tower (MetaCLIP 2's too): causal self-attention in `text_model.encoder.layers`.
+CLIP_TEXT_LAYOUT = TextLayout(
+    blocks="text_model.encoder.layers", value="self_attn.v_proj", output="self_attn.out_proj", causal=True
+)
 
 
 @register
@@ -84,6 +88,8 @@ class CLIPAdapter(DualEncoderAdapter):
         ),
     )
 
+    text_layout = CLIP_TEXT_LAYOUT
+
     def readout_is_token_mean(self, score: str) -> bool:
         return score == "legrad"
 
@@ -99,6 +105,21 @@ class CLIPAdapter(DualEncoderAdapter):
         pooled = tokens[:, 0] if score == "model" else tokens.mean(dim=1)
         pooled = self.model.vision_model.post_layernorm(pooled)
         return F.normalize(self.model.visual_projection(pooled).float(), dim=-1)
+
+    # --- the text side (`text_side.py`) ----------------------------------------------------------------------
+    def text_pooled_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """long [prompts]: the position CLIP's text model pools, its end-of-text token: the largest id when the
+        config's `eos_token_id` is the old 2, else the first `eos_token_id` (as `CLIPTextModel.forward`)."""
+        eos = self.model.text_model.eos_token_id
+        if eos == 2:
+            return input_ids.to(torch.int).argmax(dim=-1)
+        return (input_ids.to(torch.int) == eos).int().argmax(dim=-1)
+
+    def text_readout(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """CLIP's text embedding [prompts, dim] from one text layer's output tokens [prompts, tokens, hidden]:
+        the pooled position -> `final_layer_norm` -> `text_projection` (not normalized)."""
+        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), positions]
+        return self.model.text_projection(self.model.text_model.final_layer_norm(pooled))
 
 
 # --- the card prose of other dual encoders with CLIP's vision side (MetaCLIP 2, AltCLIP, Chinese CLIP) ------------

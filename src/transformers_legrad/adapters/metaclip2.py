@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
+
 from .base import HubCheckpoint
 from .clip import CLIPAdapter, clip_layout_card
 from .registry import register
@@ -42,3 +44,7 @@ class MetaClip2Adapter(CLIPAdapter):
             ),
         ),
     )
+
+    def text_pooled_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """long [prompts]: MetaCLIP 2 pools the first `eos_token_id` position, whatever that id is."""
+        return (input_ids.to(torch.int) == self.model.text_model.eos_token_id).int().argmax(dim=-1)

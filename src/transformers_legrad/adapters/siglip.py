@@ -18,7 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ZERO_SHOT, AttentionHandle, DualEncoderAdapter, FamilySpec, HubCheckpoint, PixelInputs
+from .base import (
+    ZERO_SHOT,
+    AttentionHandle,
+    DualEncoderAdapter,
+    FamilySpec,
+    HubCheckpoint,
+    PixelInputs,
+    TextLayout,
+)
 from .clip import CLIP_VISION_LAYOUT
 from .registry import register
 
@@ -94,6 +102,10 @@ class SiglipAdapter(DualEncoderAdapter):
     )
     explains_pooling_head = True
     default_correction = True
+    # SigLIP's text tower attends both ways (padding keys masked when the tokenizer gives an attention mask).
+    text_layout = TextLayout(
+        blocks="text_model.encoder.layers", value="self_attn.v_proj", output="self_attn.out_proj", causal=False
+    )
 
     @property
     def head(self) -> nn.Module:
@@ -124,6 +136,17 @@ class SiglipAdapter(DualEncoderAdapter):
     ) -> torch.Tensor:
         """SigLIP scores each prompt on its own: the sigmoid of its logit."""
         return scores.sigmoid()
+
+    def text_pooled_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """long [prompts]: SigLIP's text model pools its LAST position (padding, for a short prompt)."""
+        return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, dtype=torch.long, device=input_ids.device)
+
+    def text_readout(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """SigLIP's text embedding [prompts, dim] from one text layer's output tokens: the pooled position ->
+        `final_layer_norm` -> `head` (not normalized)."""
+        text_model = self.model.text_model
+        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), positions]
+        return text_model.head(text_model.final_layer_norm(pooled))
 
     def tokenizer_kwargs(self, tokenizer) -> dict[str, object]:
         # SigLIP's text tower pools the LAST token, so prompts must be padded to the full length it was trained on.

@@ -62,6 +62,11 @@ def add_parser(commands, common: argparse.ArgumentParser) -> None:
     explain.add_argument("--layers", default=None, help="'all', N (the last N blocks) or indices like 0,5,-1")
     explain.add_argument("--image-size", default=None, help="explain at this size: N or HxW (e.g. 448)")
     explain.add_argument("--no-correction", action="store_true", help="SigLIP: turn off the null-prompt correction")
+    explain.add_argument(
+        "--text-relevance",
+        action="store_true",
+        help='CLIP/SigLIP: also write which words of each prompt match the image ("words" in results.json)',
+    )
     explain.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, or 'auto' (device_map='auto')")
     explain.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="model dtype")
     explain.add_argument("--batch-size", type=int, default=8, help="images per explanation (default 8)")
@@ -92,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset is not None:
         if args.reference or args.directions is not None:
             raise UserError("--reference and --directions explain image files or folders, not a --dataset")
+        if args.text_relevance:
+            raise UserError("--text-relevance explains image files or folders, not a --dataset")
         if args.inputs:
             raise UserError("give either IMAGE_OR_DIR arguments or --dataset, not both")
         return dataset_command(args)
@@ -102,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--{name.replace('_', '-')} goes with --dataset")
     if args.save_png:
         raise UserError("--save-png goes with --dataset (image folders always get PNGs)")
+    if args.text_relevance and not args.prompt:
+        raise UserError("--text-relevance explains the words of --prompt texts (CLIP/SigLIP); give --prompt")
     from huggingface_hub.utils import tqdm
 
     from .. import visualize
@@ -136,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         call["candidate_labels"] = args.prompt
         if args.no_correction:
             call["correction"] = False
+        if args.text_relevance:
+            call["text_relevance"] = True
     else:
         if args.prompt:
             raise UserError(f"{args.model} is an image classifier: use --top-k N or --target LABEL, not --prompt")
@@ -359,6 +370,7 @@ def _write_image_results(out: Path, stem: str, path: Path, image, entries, visua
                 "overlay": f"{name}_overlay.png",
                 "heatmap": f"{name}_heatmap.png",
                 "grid": f"{stem}_grid.png",
+                **({"words": entry["words"]} if "words" in entry else {}),
             }
         )
     visualize.save_grid(
@@ -369,5 +381,13 @@ def _write_image_results(out: Path, stem: str, path: Path, image, entries, visua
         scores=[entry["score"] for entry in entries],
         alpha=call["alpha"],
         colormap=call["colormap"],
+        **_grid_words(entries),
     )
     return records
+
+
+def _grid_words(entries) -> dict:
+    """`save_grid`'s `words=` (each prompt's words shaded under its map) when the entries carry word relevances."""
+    if not entries or "words" not in entries[0]:
+        return {}
+    return {"words": [[(item["word"], item["relevance"]) for item in entry["words"]] for entry in entries]}
