@@ -408,8 +408,10 @@ def _scope_note(entry: CardModel) -> str:
         )
     if entry.architecture.is_dual_encoder:
         return (
-            "- Only the image tower is explained: LeGrad differentiates the vision transformer's attention; which "
-            "words of a prompt matter is not computed."
+            "- The maps explain the image tower (LeGrad differentiates the vision transformer's attention). Which "
+            "words of a prompt matched is a separate, opt-in output: `explain(..., text_relevance=True)` runs LeGrad "
+            "on the text tower, with the image as the direction (`out.word_relevance`; pipeline and CLI: "
+            "`text_relevance=True` / `--text-relevance`)."
         )
     return (
         "- The maps explain LeGrad's per-block class score (the mean of all tokens through the final norm and the "
