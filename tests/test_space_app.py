@@ -48,13 +48,22 @@ def scene():
 
 def test_prompts_give_one_captioned_overlay_each_and_a_zip_of_maps(app, scene):
     image, prompts = scene
-    gallery, archive_path, status = app.explain(image, "\n".join(prompts) + "\n\n", app.DEFAULT_MODEL, 3, app.LAST_N, 2)
+    gallery, archive_path, status, words = app.explain(
+        image, "\n".join(prompts) + "\n\n", app.DEFAULT_MODEL, 3, app.LAST_N, 2
+    )
     assert len(gallery) == len(prompts)
     captions = [re.fullmatch(r"(.+) · ([0-9.]+)", caption).groups() for _, caption in gallery]
     assert sorted(label for label, _ in captions) == sorted(prompts)
     assert sum(float(score) for _, score in captions) == pytest.approx(1.0, abs=2e-3)
     assert all(overlay.size == image.size for overlay, _ in gallery)
     assert f"{len(prompts)} map(s)" in status and "Demo CLIP" in status
+    # One header per prompt, in the gallery's order, then its words shaded in [0, 1] with its top word at 1.
+    heads = [text for text, shade in words if shade is None]
+    assert [head.strip(" |").rstrip(":") for head in heads] == [label for label, _ in captions]
+    groups = _groups(words)
+    assert [[text.strip() for text, _ in group] for group in groups] == [label.split() for label, _ in captions]
+    shades = [[shade for _, shade in group] for group in groups]
+    assert all(0.0 <= s <= 1.0 for group in shades for s in group) and all(max(g) == 1.0 for g in shades)
 
     with zipfile.ZipFile(archive_path) as archive:
         names = archive.namelist()
@@ -76,8 +85,8 @@ def test_the_layer_controls_choose_the_explained_blocks(app, scene):
     assert app.selected_layers(app.ONE_BLOCK, 1, 12) == [0]
     assert app.selected_layers(app.ONE_BLOCK, 12, 12) == [11]
     image, prompts = scene
-    _, last_two, status = app.explain(image, prompts[0], app.DEFAULT_MODEL, 3, app.LAST_N, 2)
-    _, first_only, first_status = app.explain(image, prompts[0], app.DEFAULT_MODEL, 3, app.ONE_BLOCK, 1)
+    _, last_two, status, _ = app.explain(image, prompts[0], app.DEFAULT_MODEL, 3, app.LAST_N, 2)
+    _, first_only, first_status, _ = app.explain(image, prompts[0], app.DEFAULT_MODEL, 3, app.ONE_BLOCK, 1)
     assert "blocks 3-4 of 4" in status and "block 1 of 4" in first_status  # counted from 1, as the slider
     maps = [np.load(io.BytesIO(zipfile.ZipFile(path).read("maps.npz")))["maps"] for path in (last_two, first_only)]
     assert np.abs(maps[0] - maps[1]).max() > 0.05  # another block gives another map
@@ -85,10 +94,11 @@ def test_the_layer_controls_choose_the_explained_blocks(app, scene):
 
 def test_a_classifier_explains_its_top_k_or_the_named_classes(app, scene):
     image, _ = scene
-    gallery, _, _ = app.explain(image, "", f"{app.DEMO_PREFIX}vit", 2, app.LAST_N, 2)
+    gallery, _, _, words = app.explain(image, "", f"{app.DEMO_PREFIX}vit", 2, app.LAST_N, 2)
+    assert words == []  # a classifier's classes have no words
     scores = [float(caption.rsplit(" ", 1)[1]) for _, caption in gallery]
     assert len(gallery) == 2 and scores == sorted(scores, reverse=True)
-    gallery, _, _ = app.explain(image, "red circle\nblue ring", f"{app.DEMO_PREFIX}vit", 2, app.LAST_N, 2)
+    gallery, _, _, _ = app.explain(image, "red circle\nblue ring", f"{app.DEMO_PREFIX}vit", 2, app.LAST_N, 2)
     assert sorted(caption.split(" · ")[0] for _, caption in gallery) == ["blue ring", "red circle"]
     layers, prompts, top_k = app.model_changed(f"{app.DEMO_PREFIX}vit", 2)
     assert top_k["visible"] is True and "Classes" in prompts["label"] and layers["maximum"] == 4
@@ -147,3 +157,14 @@ def test_pruning_old_outputs_keeps_the_example_scenes(app):
     app._prune_outputs()
     assert not old.exists()
     assert all(Path(image).is_file() for image, _ in examples)
+
+
+def _groups(words):
+    """The shaded (word, shade) pairs of each prompt, split at the prompt headers (shade None)."""
+    groups = []
+    for text, shade in words:
+        if shade is None:
+            groups.append([])
+        else:
+            groups[-1].append((text, shade))
+    return groups

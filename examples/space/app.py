@@ -109,7 +109,7 @@ def selected_layers(mode: str, count: float, num_blocks: int) -> list[int]:
 
 
 def explain(image, prompts_text, model_choice, top_k, layer_mode, layer_count):
-    """Explain one image: (gallery of (overlay, caption), path of the maps' zip, a status line)."""
+    """Explain one image: (gallery of (overlay, caption), path of the maps' zip, a status line, shaded words)."""
     if image is None:
         raise gr.Error("Upload an image or pick one of the examples first.")
     started = time.perf_counter()
@@ -120,7 +120,7 @@ def explain(image, prompts_text, model_choice, top_k, layer_mode, layer_count):
     if explains_prompts(pipe):
         if not lines:
             raise gr.Error("Enter at least one prompt, one per line (for example: a cat).")
-        request = {"candidate_labels": lines}
+        request = {"candidate_labels": lines, "text_relevance": True}
     else:
         request = {"targets": lines} if lines else {"top_k": int(top_k)}
     num_blocks = pipe.explainer.num_layers
@@ -137,7 +137,20 @@ def explain(image, prompts_text, model_choice, top_k, layer_mode, layer_count):
         f"{_MODEL_NAMES.get(model_choice, model_choice)}: {len(results)} map(s), {blocks} of {num_blocks} explained, "
         f"{time.perf_counter() - started:.1f} s."
     )
-    return gallery, str(archive), status
+    return gallery, str(archive), status, shaded_words(results)
+
+
+def shaded_words(results: list[dict]) -> list[tuple[str, float | None]]:
+    """Each prompt's words shaded by their text-side relevance, for `gr.HighlightedText`: (text, shade in [0, 1])
+    pairs, each prompt's words scaled by its most relevant word, each prompt after a header of its own (shade
+    None); [] for classifiers."""
+    shaded: list[tuple[str, float | None]] = []
+    for rank, result in enumerate(r for r in results if "words" in r):
+        words = result["words"]
+        top = max((word["relevance"] for word in words), default=0.0)
+        shaded.append(((" | " if rank else "") + f"{result['label']}: ", None))
+        shaded.extend((word["word"] + " ", word["relevance"] / top if top > 0 else 0.0) for word in words)
+    return shaded
 
 
 def write_archive(results: list[dict], layers: list[int], model_choice: str) -> Path:
@@ -238,11 +251,17 @@ def build_app() -> gr.Blocks:
                 gallery = gr.Gallery(
                     label="LeGrad maps (prompt · score)", columns=2, format="png", elem_id="gallery", height=420
                 )
+                words = gr.HighlightedText(
+                    label="Which words matched (text-side LeGrad, darker: more relevant)",
+                    elem_id="words",
+                    combine_adjacent=False,
+                    show_legend=False,
+                )
                 status = gr.Markdown(elem_id="status")
                 download = gr.File(label="Maps (maps.npz and PNGs)", elem_id="download")
         inputs = [image, prompts, model, top_k, layer_mode, layer_count]
-        submit.click(explain, inputs, [gallery, download, status])
-        prompts.submit(explain, inputs, [gallery, download, status])
+        submit.click(explain, inputs, [gallery, download, status, words])
+        prompts.submit(explain, inputs, [gallery, download, status, words])
         model.change(model_changed, [model, layer_count], [layer_count, prompts, top_k])
     return app
 
