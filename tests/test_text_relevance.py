@@ -17,10 +17,10 @@ import pytest
 import torch
 from transformers import pipeline
 
-from reference_text import image_embeddings, reference_text_relevance
 from transformers_legrad import LeGradExplainer, visualize
 from transformers_legrad.cli import main
 
+from reference_text import image_embeddings, reference_text_relevance
 from tiny_clip_layout import make_altclip, make_chinese_clip, make_metaclip2
 from tiny_models import random_image
 
