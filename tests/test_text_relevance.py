@@ -194,3 +194,38 @@ def test_grid_shades_the_words(clip):
     assert np.array_equal(np.asarray(plain), np.asarray(visualize.grid_figure(image, maps, labels, words=None)))
     with pytest.raises(ValueError, match="one list of"):
         visualize.grid_figure(image, maps, labels, words=out.word_relevance[0][:1])
+
+
+def test_words_are_the_tokenizer_own_words_for_a_fast_tokenizer():
+    """Chinese has no spaces: BERT's pre-tokenizer makes each character a word, and so does `word_relevance`."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from transformers_legrad import text_side
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "一", "只", "猫", "的", "照", "片", "a", "zebra", "##fish"]
+    backend = Tokenizer(models.WordPiece({piece: i for i, piece in enumerate(vocab)}, unk_token="[UNK]"))
+    backend.normalizer, backend.pre_tokenizer = normalizers.BertNormalizer(), pre_tokenizers.BertPreTokenizer()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]")
+    prompts = ["一只猫的照片", "a zebrafish"]
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True, return_offsets_mapping=True)
+    tokens = text_side.prompt_tokens(tokenizer, encoded["input_ids"])
+    relevance = torch.arange(encoded["input_ids"].numel(), dtype=torch.float32).view(1, *encoded["input_ids"].shape)
+    words = text_side.word_relevance(prompts, encoded, tokens, tokenizer, relevance)[0]
+    assert [word for word, _ in words[0]] == list("一只猫的照片")
+    assert [value for _, value in words[0]] == [float(relevance[0, 0, j]) for j in range(6)]
+    assert words[1] == [("a", float(relevance[0, 1, 0])), ("zebrafish", float(relevance[0, 1, 1] + relevance[0, 1, 2]))]
+
+
+@pytest.mark.parametrize(
+    "pieces, expected",
+    [
+        (["\u2581a", "\u2581zebra", "fish"], [("a", [0]), ("zebrafish", [1, 2])]),  # SentencePiece (SigLIP)
+        (["a</w>", "zebra", "fish</w>"], [("a", [0]), ("zebrafish", [1, 2])]),  # CLIP's BPE
+        (["a", "zebra", "##fish"], [("a", [0]), ("zebrafish", [1, 2])]),  # WordPiece
+    ],
+)
+def test_a_slow_tokenizer_pieces_are_merged_by_their_markers(pieces, expected):
+    from transformers_legrad.text_side import _merge_pieces
+
+    assert _merge_pieces(pieces, list(range(len(pieces)))) == expected

@@ -308,11 +308,10 @@ class LeGradExplainer:
         text = TextInputs(input_ids=encoded["input_ids"], attention_mask=encoded.get("attention_mask"))
         relevance = text_side.text_relevance(self.adapter, text, F.normalize(image_features.float(), dim=-1), layers)
         tokens = text_side.prompt_tokens(tokenizer, text.input_ids)
-        spans = encoded["offset_mapping"] if offsets else None
         return {
             "text_relevance": relevance,
             "text_tokens": tokens,
-            "word_relevance": text_side.word_relevance(prompts, spans, tokens, relevance),
+            "word_relevance": text_side.word_relevance(prompts, encoded, tokens, tokenizer, relevance),
             "explained_text_layers": layers,
         }
 

@@ -16,7 +16,6 @@ the adapter's `text_layout` (an `adapters.base.TextLayout`), `text_pooled_positi
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -27,9 +26,6 @@ from torch import nn
 from .adapters import FamilyAdapter, TextInputs
 from .adapters.base import execution_device
 from .engine import layer_relevance, run_trunk
-
-#: A word of a prompt: a run of non-whitespace characters (punctuation stays with its word).
-_WORD = re.compile(r"\S+")
 
 
 class Token(NamedTuple):
@@ -134,7 +130,12 @@ def text_relevance(
 
 
 def prompt_tokens(tokenizer, input_ids: torch.Tensor) -> list[list[Token]]:
-    """The decoded token of each position of each prompt [prompts, tokens], special (and padding) ones marked."""
+    """The decoded token of each position of each prompt [prompts, tokens], special (and padding) ones marked.
+
+    The unknown token counts as special: some tokenizers emit it for what is no word of the prompt (a space the
+    vocabulary lacks), so an out-of-vocabulary word gets no word relevance (its token relevance stays in
+    `text_relevance`).
+    """
     special = set(tokenizer.all_special_ids)
     return [
         [Token(tokenizer.decode([token_id]).strip(), token_id in special) for token_id in row]
@@ -142,38 +143,47 @@ def prompt_tokens(tokenizer, input_ids: torch.Tensor) -> list[list[Token]]:
     ]
 
 
-def word_relevance(
-    prompts: list[str], offsets: torch.Tensor | None, tokens: list[list[Token]], relevance: torch.Tensor
-) -> list[list[list[tuple[str, float]]]]:
-    """Merge sub-word pieces into the prompt's words (whitespace-separated spans), summing their relevance.
+# Sub-word markers of the common tokenizers: SentencePiece's and byte-level BPE's word starts, WordPiece's
+# continuation, and CLIP's BPE word end.
+_WORD_START, _CONTINUATION, _WORD_END = ("\u2581", "\u0120"), "##", "</w>"
+
+
+def word_relevance(prompts: list[str], encoded, tokens: list[list[Token]], tokenizer, relevance: torch.Tensor):
+    """Merge sub-word pieces into the prompt's words, summing their relevance.
+
+    Words are the tokenizer's own: a fast tokenizer's `word_ids` (its pre-tokenizer's words: whitespace-separated
+    for CLIP's BPE, one per character for Chinese BERT), each word's text read from the prompt with its offsets; a
+    slow tokenizer's pieces are merged by their sub-word markers (`▁`/`Ġ` start a word, `##` continues one, `</w>`
+    ends one).
 
     Args:
         prompts: the K prompts.
-        offsets: long [K, tokens, 2], each token's (start, end) characters in its prompt (the tokenizer's
-            `offset_mapping`); special tokens have empty spans and are left out. None (a slow tokenizer): each
-            non-special token is a word.
+        encoded: the tokenizer's output for them (a fast tokenizer's with `return_offsets_mapping=True`).
         tokens: `prompt_tokens` of the prompts.
+        tokenizer: the tokenizer.
         relevance: [batch, K, tokens].
 
     Returns:
         per image, per prompt, the (word, relevance) pairs of the words that kept at least one token (a truncated
         prompt loses its tail), in prompt order.
     """
+    fast = getattr(encoded, "is_fast", False) and "offset_mapping" in encoded
     per_prompt = []
     for k, prompt in enumerate(prompts):
-        if offsets is None:  # a slow tokenizer gives no offsets: each non-special token is its own word
-            per_prompt.append([(token.text, [j]) for j, token in enumerate(tokens[k]) if not token.special])
-            continue
-        spans = [(m.start(), m.end()) for m in _WORD.finditer(prompt)]
-        members: dict[int, list[int]] = {}
-        for j, (start, end) in enumerate(offsets[k].tolist()):
-            if end <= start or tokens[k][j].special:
-                continue
-            start += len(prompt[start:end]) - len(prompt[start:end].lstrip())  # a piece's leading space ("▁cat")
-            word = next((w for w, (s, e) in enumerate(spans) if s <= start < e), None)
-            if word is not None:
-                members.setdefault(word, []).append(j)
-        per_prompt.append([(prompt[spans[w][0] : spans[w][1]], members[w]) for w in sorted(members)])
+        kept = [j for j, token in enumerate(tokens[k]) if not token.special]
+        if fast:
+            word_ids, offsets = encoded.word_ids(k), encoded["offset_mapping"][k].tolist()
+            groups: dict[int, list[int]] = {}
+            for j in kept:
+                if word_ids[j] is not None:
+                    groups.setdefault(word_ids[j], []).append(j)
+            words = []
+            for positions in groups.values():
+                start, end = min(offsets[j][0] for j in positions), max(offsets[j][1] for j in positions)
+                words.append((prompt[start:end].strip() or tokens[k][positions[0]].text, positions))
+        else:
+            words = _merge_pieces(tokenizer.convert_ids_to_tokens(encoded["input_ids"][k].tolist()), kept)
+        per_prompt.append(words)
     return [
         [
             [(word, float(relevance[b, k, positions].sum())) for word, positions in words]
@@ -181,3 +191,28 @@ def word_relevance(
         ]
         for b in range(relevance.shape[0])
     ]
+
+
+def _merge_pieces(pieces: list[str], kept: list[int]) -> list[tuple[str, list[int]]]:
+    """A slow tokenizer's pieces (at the `kept` positions) merged into words by their sub-word markers: CLIP's BPE
+    ends a word with `</w>`; SentencePiece and byte-level BPE start one with `▁`/`Ġ`; WordPiece continues one with
+    `##`."""
+    ends_marked = any(pieces[j].endswith(_WORD_END) for j in kept)
+    starts_marked = any(pieces[j].startswith(_WORD_START) for j in kept)
+    words: list[tuple[str, list[int]]] = []
+    previous = None
+    for j in kept:
+        piece = pieces[j]
+        if ends_marked:
+            starts = previous is None or previous.endswith(_WORD_END)
+        elif starts_marked:
+            starts = piece.startswith(_WORD_START)
+        else:
+            starts = not piece.startswith(_CONTINUATION)
+        text = piece.lstrip("".join(_WORD_START)).removeprefix(_CONTINUATION).removesuffix(_WORD_END)
+        if starts or not words:
+            words.append((text, [j]))
+        else:
+            words[-1] = (words[-1][0] + text, [*words[-1][1], j])
+        previous = piece
+    return words
