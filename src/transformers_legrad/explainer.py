@@ -70,11 +70,12 @@ class LeGradOutput:
         image_sizes: the (height, width) processed size of each image, the region of `heatmaps` it covers.
         target_ids: classifiers only: long [batch, prompts], the explained class of each map.
         text_relevance: with `text_relevance=True`: float32 [batch, prompts, tokens], the raw LeGrad relevance of
-            each prompt token for each image (summed over the explained text blocks; zero on padding).
+            each prompt token for each image (summed over the explained text blocks; zero where the tokenizer's
+            attention mask marks padding).
         text_tokens: with `text_relevance=True`: per prompt, a `text_side.Token` (decoded text, special flag) per
             position of `text_relevance`'s last axis.
         word_relevance: with `text_relevance=True`: per image, per prompt, (word, relevance) pairs in prompt
-            order, a word's sub-word pieces summed (merged with the tokenizer's offsets).
+            order: the tokenizer's own words (`word_ids`; a slow tokenizer's sub-word markers), pieces summed.
         explained_text_layers: the explained text block indices, ascending (with `text_relevance=True`).
     """
 
@@ -288,7 +289,7 @@ class LeGradExplainer:
         if not self.adapter.is_dual_encoder or getattr(self.adapter, "text_layout", None) is None:
             raise ValueError(
                 f"`text_relevance` explains a dual encoder's prompts; {self._model_name} has no text tower that the "
-                "package explains (CLIP, MetaCLIP 2, AltCLIP, Chinese CLIP, SigLIP, SigLIP 2 have)."
+                f"package explains ({', '.join(_text_side_families())} have)."
             )
         if text is None or text_embeds is not None:
             raise ValueError("`text_relevance=True` needs the prompts as `text=[...]` (not `text_embeds`).")
@@ -718,3 +719,11 @@ class LeGradExplainer:
             return self.image_processor(images=pictures, return_tensors="pt", **kwargs)
         except Exception as error:  # the processor's own errors are about the images; say so
             raise ValueError(f"the processor could not read the images: {error}") from error
+
+
+def _text_side_families() -> list[str]:
+    """The display names of the registered families whose adapters describe their text tower (`text_layout`)."""
+    from .adapters import registry
+
+    named = {a.spec.name for a in registry.registered_adapters() if getattr(a, "text_layout", None) is not None}
+    return [spec.display_name for name, spec in registry.families().items() if name in named]
