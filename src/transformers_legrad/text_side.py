@@ -85,7 +85,8 @@ class TextTrunk:
     def layer_features(self, tokens: torch.Tensor, text: TextInputs, score: str) -> torch.Tensor:
         """The model's text pooling of one layer's output tokens [prompts, tokens, hidden], normalized."""
         positions = self.adapter.text_pooled_positions(text.input_ids).to(tokens.device)
-        return F.normalize(self.adapter.text_readout(tokens, positions).float(), dim=-1)
+        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), positions]
+        return F.normalize(self.adapter.text_readout(pooled).float(), dim=-1)
 
     def attention_edges(self, text: TextInputs) -> torch.Tensor:
         """bool [prompts, queries, keys]: the edges that count (see the module docstring)."""

@@ -57,11 +57,10 @@ class AltCLIPAdapter(CLIPAdapter):
         """long [prompts]: AltCLIP pools its first token (`<s>`)."""
         return torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
 
-    def text_readout(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """AltCLIP's text embedding [prompts, dim] from one text layer's output tokens: the pooled position ->
-        `pre_LN` -> `transformation` -> `text_projection` (not normalized), as `get_text_features`."""
+    def text_readout(self, pooled: torch.Tensor) -> torch.Tensor:
+        """AltCLIP's text embedding [prompts, dim] from one text layer's pooled token [prompts, hidden]: `pre_LN`
+        -> `transformation` -> `text_projection` (not normalized), as `get_text_features`."""
         text_model = self.model.text_model
-        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), positions]
         return self.model.text_projection(text_model.transformation(text_model.pre_LN(pooled)))
 
     def max_text_length(self, tokenizer) -> int:

@@ -507,9 +507,24 @@ class FamilyAdapter:
 
 
 class DualEncoderAdapter(FamilyAdapter):
-    """Image-text models whose vision tower is `model.vision_model` (CLIP, SigLIP): prompts, not classes."""
+    """Image-text models whose vision tower is `model.vision_model` (CLIP, SigLIP): prompts, not classes.
+
+    The text side (`explain(..., text_relevance=True)`) needs three more things of a family: `text_layout` (where
+    its text layers and their V/O projections are, and whether attention is causal), `text_pooled_positions` (the
+    position its text tower pools) and `text_readout` (that pooled token through its text head). A family that
+    leaves `text_layout` None has no text side.
+    """
 
     is_dual_encoder = True
+    text_layout: ClassVar[TextLayout | None] = None
+
+    def text_pooled_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """long [prompts]: the position of each prompt the text tower pools (its EOS, first or last token)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no text side (`text_layout` is None).")
+
+    def text_readout(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The text embedding [prompts, dim] (not normalized) of one text layer's pooled token [prompts, hidden]."""
+        raise NotImplementedError(f"{type(self).__name__} declares no text side (`text_layout` is None).")
 
     def final_scores(self, image_features: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
         """`logits_per_image`: the cosine times the model's temperature, plus its bias where it has one."""

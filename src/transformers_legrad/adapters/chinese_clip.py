@@ -54,10 +54,9 @@ class ChineseCLIPAdapter(CLIPAdapter):
         """long [prompts]: Chinese CLIP pools its first ([CLS]) token."""
         return torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
 
-    def text_readout(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Chinese CLIP's text embedding [prompts, dim] from one text layer's output tokens: the pooled position
-        -> `text_projection` (not normalized), as `get_text_features` (BERT's layers end with their own norm)."""
-        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), positions]
+    def text_readout(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Chinese CLIP's text embedding [prompts, dim] from one text layer's pooled token [prompts, hidden]:
+        `text_projection` (not normalized), as `get_text_features` (BERT's layers end with their own norm)."""
         return self.model.text_projection(pooled)
 
     def text_features(self, text: TextInputs) -> torch.Tensor:

@@ -115,10 +115,9 @@ class CLIPAdapter(DualEncoderAdapter):
             return input_ids.to(torch.int).argmax(dim=-1)
         return (input_ids.to(torch.int) == eos).int().argmax(dim=-1)
 
-    def text_readout(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """CLIP's text embedding [prompts, dim] from one text layer's output tokens [prompts, tokens, hidden]:
-        the pooled position -> `final_layer_norm` -> `text_projection` (not normalized)."""
-        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), positions]
+    def text_readout(self, pooled: torch.Tensor) -> torch.Tensor:
+        """CLIP's text embedding [prompts, dim] from one text layer's pooled token [prompts, hidden]:
+        `final_layer_norm` -> `text_projection` (not normalized)."""
         return self.model.text_projection(self.model.text_model.final_layer_norm(pooled))
 
 

@@ -141,11 +141,10 @@ class SiglipAdapter(DualEncoderAdapter):
         """long [prompts]: SigLIP's text model pools its LAST position (padding, for a short prompt)."""
         return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, dtype=torch.long, device=input_ids.device)
 
-    def text_readout(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """SigLIP's text embedding [prompts, dim] from one text layer's output tokens: the pooled position ->
+    def text_readout(self, pooled: torch.Tensor) -> torch.Tensor:
+        """SigLIP's text embedding [prompts, dim] from one text layer's pooled token [prompts, hidden]:
         `final_layer_norm` -> `head` (not normalized)."""
         text_model = self.model.text_model
-        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), positions]
         return text_model.head(text_model.final_layer_norm(pooled))
 
     def tokenizer_kwargs(self, tokenizer) -> dict[str, object]:
