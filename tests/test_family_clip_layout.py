@@ -216,6 +216,18 @@ def test_chinese_clip_prompts_carry_one_segment_of_token_types(chinese_clip):
     assert not torch.allclose(ours, other_segment), "token types change nothing: the check would prove nothing"
 
 
+def test_chinese_clip_takes_the_tokenizer_token_types(chinese_clip):
+    """The explainer hands the tokenizer's `token_type_ids` to Chinese CLIP's text tower (`TextInputs.extra`)."""
+    from transformers_legrad.adapters import TextInputs
+
+    encoded = chinese_clip.processor.tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    encoded["token_type_ids"] = torch.ones_like(encoded["input_ids"])  # a second segment: visibly different
+    with torch.no_grad():
+        ours = adapter_for(chinese_clip.model).text_features(TextInputs.from_encoding(encoded))
+        theirs = chinese_clip.model.get_text_features(**encoded).pooler_output
+    torch.testing.assert_close(ours, theirs)
+
+
 # --- precision and side effects --------------------------------------------------------------------------------
 @pytest.mark.parametrize("fixture", list(FAMILIES))
 def test_bfloat16_maps_follow_float32(fixture, request):

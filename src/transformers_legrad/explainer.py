@@ -306,7 +306,7 @@ class LeGradExplainer:
         kwargs = self.adapter.tokenizer_kwargs(tokenizer)
         offsets = bool(getattr(tokenizer, "is_fast", False))
         encoded = tokenizer(prompts, return_tensors="pt", return_offsets_mapping=offsets, **kwargs)
-        text = TextInputs(input_ids=encoded["input_ids"], attention_mask=encoded.get("attention_mask"))
+        text = TextInputs.from_encoding(encoded)
         relevance = text_side.text_relevance(self.adapter, text, F.normalize(image_features.float(), dim=-1), layers)
         tokens = text_side.prompt_tokens(tokenizer, text.input_ids)
         return {
@@ -591,7 +591,7 @@ class LeGradExplainer:
         with torch.no_grad(), eval_mode(self.model):
             for start in range(0, len(prompts), TEXT_BATCH_SIZE):
                 encoded = tokenizer(prompts[start : start + TEXT_BATCH_SIZE], return_tensors="pt", **kwargs)
-                text = TextInputs(input_ids=encoded["input_ids"], attention_mask=encoded.get("attention_mask"))
+                text = TextInputs.from_encoding(encoded)
                 embeddings.append(self.adapter.text_features(text).detach().float().cpu())
         return F.normalize(torch.cat(embeddings), dim=-1)
 

@@ -263,11 +263,24 @@ class AttentionHandle:
 
 @dataclass
 class TextInputs:
-    """Tokenized prompts for a dual encoder's text tower."""
+    """Tokenized prompts for a dual encoder's text tower.
+
+    Attributes:
+        input_ids: long [prompts, tokens].
+        attention_mask: [prompts, tokens], 1 on real tokens; None when the tokenizer gives none.
+        extra: the tokenizer's other outputs a text tower may take (`token_type_ids`); an adapter whose tower
+            takes them passes them on (Chinese CLIP's BERT), the others ignore them.
+    """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor | None = None
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def from_encoding(cls, encoded) -> TextInputs:
+        """The prompts as a tokenizer returned them (`tokenizer(prompts, return_tensors="pt", ...)`)."""
+        extra = {name: encoded[name] for name in ("token_type_ids",) if name in encoded}
+        return cls(input_ids=encoded["input_ids"], attention_mask=encoded.get("attention_mask"), extra=extra)
 
 
 class FamilyAdapter:

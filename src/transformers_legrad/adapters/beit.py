@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .base import IMAGE_CLASSIFICATION, FamilySpec, HubCheckpoint, PixelInputs
-from .classifiers import CLASSIFIER_NOTES, VIT_LAYOUT, ViTClassifierAdapter
+from .classifiers import CLASSIFIER_NOTES, FINE_TUNED_AT_224, VIT_LAYOUT, ViTClassifierAdapter
 from .registry import register
 
 BEIT_SCORE = (
@@ -43,7 +43,7 @@ BASE_224 = {
     "parameters_millions": 87,
     "image_tower_parameters_millions": 86,
     "image_size": 224,
-    "image_size_note": ViTClassifierAdapter.spec.checkpoints[0].image_size_note,
+    "image_size_note": FINE_TUNED_AT_224,
 }
 
 

@@ -60,8 +60,8 @@ class ChineseCLIPAdapter(CLIPAdapter):
         return self.model.text_projection(pooled)
 
     def text_features(self, text: TextInputs) -> torch.Tensor:
-        """Prompt embeddings [prompts, dim]: `get_text_features` with the prompts' `token_type_ids` (one segment,
-        all zeros, as the BERT tokenizer gives a single sentence, when the inputs carry none)."""
+        """Prompt embeddings [prompts, dim]: `get_text_features` with the tokenizer's `token_type_ids` (all zeros
+        when the inputs carry none: one segment, as the BERT tokenizer gives a single sentence)."""
         device = execution_device(self.model.text_model, self.model)
         input_ids = text.input_ids.to(device)
         token_type_ids = text.extra.get("token_type_ids")

@@ -30,6 +30,11 @@ CLASSIFIER_NOTES = (
     "- **Processor geometry.** The map covers what the processor shows the model: if it center-crops, the "
     "cropped-away parts of the image are blank (zero) in the pipeline's `heatmap` and `overlay`.",
 )
+#: The card's reason to explain a classifier fine-tuned at 224 px at its native size.
+FINE_TUNED_AT_224 = (
+    "the classification head was fine-tuned at 224 x 224; at another size the class scores being explained (and "
+    "possibly the top class) change"
+)
 #: The layout of transformers' refactored ViT family (`vit.layers[i].attention.{q,k,v,o}_proj`, `mlp.fc2`).
 VIT_LAYOUT = {
     "vision_config": "config",
@@ -63,10 +68,7 @@ class ViTClassifierAdapter(FamilyAdapter):
                 parameters_millions=87,
                 image_tower_parameters_millions=86,
                 image_size=224,
-                image_size_note=(
-                    "the classification head was fine-tuned at 224 x 224; at another size the class scores being "
-                    "explained (and possibly the top class) change"
-                ),
+                image_size_note=FINE_TUNED_AT_224,
             ),
         ),
     )
