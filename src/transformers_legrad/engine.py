@@ -157,7 +157,7 @@ class _TailRecorder:
             value_projection, output_projection, num_heads = adapter.attention_projections(block)
             self.handles += [
                 block.register_forward_pre_hook(self._block_starts(index), with_kwargs=True),
-                value_projection.register_forward_hook(self._keep_values(index)),
+                value_projection.register_forward_hook(self._keep_values(index, block)),
                 output_projection.register_forward_pre_hook(self._context_as_leaf(index)),
                 block.register_forward_hook(self._block_ends(index, num_heads)),
             ]
@@ -185,10 +185,10 @@ class _TailRecorder:
 
         return hook
 
-    def _keep_values(self, index):
+    def _keep_values(self, index, block):
         def hook(module, args, output):
             if self.recording == index:
-                self.taken["values"] = output.detach()
+                self.taken["values"] = self.adapter.attention_values(block, output.detach())
 
         return hook
 

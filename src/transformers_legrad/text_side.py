@@ -75,6 +75,9 @@ class TextTrunk:
     def attention_projections(self, block: nn.Module) -> tuple[nn.Module, nn.Module, int]:
         return block.get_submodule(self.layout.value), block.get_submodule(self.layout.output), self.num_heads
 
+    def attention_values(self, block: nn.Module, projected: torch.Tensor) -> torch.Tensor:
+        return projected  # the text towers explained here have separate V projections and one K/V head per head
+
     def readout_is_token_mean(self, score: str) -> bool:
         return False
 

@@ -110,8 +110,11 @@ class FamilySpec:
         blocks: path from the model to the `nn.ModuleList` of vision blocks.
         attention: path from a block to its self-attention module (which returns (output, probabilities) under
             eager attention).
-        value: path from a block to the module whose output is the attention values V.
-        output: path from a block to the module whose input is the attention context A @ V (heads concatenated).
+        value: path from a block to the module whose output is the attention values V (with `fused_qkv`: the
+            fused projection whose output is [Q | K | V], heads concatenated in each third, as BLIP and timm split it).
+        output: path from a block to the module whose input is the attention context A @ V (heads concatenated);
+            where a norm sits between the context and the output projection (timm's `attn.norm`), that norm.
+        fused_qkv: whether `value` is a fused Q/K/V projection whose last third is V.
         mlp_output: path from a block to its MLP's last per-token affine map.
         prefix_tokens: tokens before the patch tokens (CLS, distillation token).
         register_tokens: the vision config's attribute counting register tokens, which follow the prefix tokens
@@ -135,6 +138,7 @@ class FamilySpec:
     attention: str = "attention"
     value: str = "attention.v_proj"
     output: str = "attention.o_proj"
+    fused_qkv: bool = False
     mlp_output: str = "mlp.fc2"
     prefix_tokens: int = 1
     register_tokens: str | None = None
@@ -340,6 +344,14 @@ class FamilyAdapter:
         width = getattr(value, "out_features", None)
         if width is None:
             return  # not a Linear: nothing to read the width from
+        if self.spec.fused_qkv:
+            if width % 3:
+                raise TypeError(
+                    f"{where}: block {index}'s fused projection `{self.spec.value}` gives {width} features, not three "
+                    "equal parts [Q | K | V]; set `fused_qkv=False` for a separate V projection."
+                )
+            width //= 3
+        width = self.value_width(width)
         heads = self.num_heads
         if width % heads or getattr(output, "in_features", width) != width:
             raise TypeError(
@@ -391,6 +403,21 @@ class FamilyAdapter:
     def attention_projections(self, block: nn.Module) -> tuple[nn.Module, nn.Module, int]:
         """(value projection, output projection, number of heads) of one block's self-attention."""
         return block.get_submodule(self.spec.value), block.get_submodule(self.spec.output), self.num_heads
+
+    def attention_values(self, block: nn.Module, projected: torch.Tensor) -> torch.Tensor:
+        """V [batch, keys, heads * head_dim] from the output of `block`'s value projection (`spec.value`).
+
+        The default takes the output as it is, or its last third for a fused Q/K/V projection (`spec.fused_qkv`).
+        A family whose attention shares K/V heads between query heads (grouped-query attention) overrides this to
+        repeat each K/V head for the query heads that read it, so that V has one head per query head.
+        """
+        if self.spec.fused_qkv:
+            return projected[..., 2 * (projected.shape[-1] // 3) :]
+        return projected
+
+    def value_width(self, projected_width: int) -> int:
+        """The width of `attention_values` for a V of `projected_width` features (grouped-query attention widens it)."""
+        return projected_width
 
     def readout_is_token_mean(self, score: str) -> bool:
         """True when `layer_features` reads the block output only through its mean over tokens (before any
