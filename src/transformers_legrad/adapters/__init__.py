@@ -11,8 +11,12 @@ import pkgutil
 
 from . import registry
 from .base import (
+    AUDIO_CLASSIFICATION,
+    FEATURE_EXTRACTION,
     IMAGE_CLASSIFICATION,
+    VIDEO_CLASSIFICATION,
     ZERO_SHOT,
+    ZERO_SHOT_DETECTION,
     AttentionHandle,
     DualEncoderAdapter,
     FamilyAdapter,
@@ -37,9 +41,13 @@ globals().update({adapter.__name__: adapter for adapter in ADAPTERS})
 
 __all__ = [
     "ADAPTERS",
+    "AUDIO_CLASSIFICATION",
+    "FEATURE_EXTRACTION",
     "IMAGE_CLASSIFICATION",
     "SUPPORTED_MODEL_CLASSES",
+    "VIDEO_CLASSIFICATION",
     "ZERO_SHOT",
+    "ZERO_SHOT_DETECTION",
     "AttentionHandle",
     "DualEncoderAdapter",
     "FamilyAdapter",

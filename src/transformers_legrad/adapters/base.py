@@ -46,12 +46,20 @@ def execution_device(module: nn.Module, model: nn.Module) -> torch.device:
 ZERO_SHOT = "zero-shot-image-classification"
 IMAGE_CLASSIFICATION = "image-classification"
 FEATURE_EXTRACTION = "image-feature-extraction"
+ZERO_SHOT_DETECTION = "zero-shot-object-detection"
+VIDEO_CLASSIFICATION = "video-classification"
+AUDIO_CLASSIFICATION = "audio-classification"
 #: The transformers Auto class and processor class that load a checkpoint of each base task.
 TASK_LOADERS: dict[str, tuple[str, str]] = {
     ZERO_SHOT: ("AutoModelForZeroShotImageClassification", "AutoProcessor"),
     IMAGE_CLASSIFICATION: ("AutoModelForImageClassification", "AutoImageProcessor"),
     FEATURE_EXTRACTION: ("AutoModel", "AutoImageProcessor"),
+    ZERO_SHOT_DETECTION: ("AutoModelForZeroShotObjectDetection", "AutoProcessor"),
+    VIDEO_CLASSIFICATION: ("AutoModelForVideoClassification", "AutoImageProcessor"),
+    AUDIO_CLASSIFICATION: ("AutoModelForAudioClassification", "AutoFeatureExtractor"),
 }
+#: What a base task's model takes as input; every task not named here takes images.
+TASK_MODALITIES: dict[str, str] = {VIDEO_CLASSIFICATION: "video", AUDIO_CLASSIFICATION: "audio"}
 
 
 @dataclass(frozen=True)
@@ -208,6 +216,11 @@ class FamilySpec:
     def is_backbone(self) -> bool:
         """A model with neither text tower nor classifier, explained along directions in its feature space."""
         return self.base_task == FEATURE_EXTRACTION
+
+    @property
+    def modality(self) -> str:
+        """What the family's models take: "image", "video" (frames) or "audio" (a waveform's spectrogram)."""
+        return TASK_MODALITIES.get(self.base_task, "image")
 
 
 @dataclass(frozen=True)
