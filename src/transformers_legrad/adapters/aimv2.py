@@ -50,6 +50,7 @@ from .base import (
     PixelInputs,
     TextInputs,
     TextLayout,
+    execution_device,
 )
 from .clip import clip_layout_card
 from .registry import register
@@ -184,11 +185,23 @@ class Aimv2Adapter(_Aimv2Vision, DualEncoderAdapter):
 
     # --- the text side (`text_side.py`) ----------------------------------------------------------------------
     def text_features(self, text: TextInputs) -> torch.Tensor:
-        """Prompt embeddings [prompts, dim], always with an attention mask: without one `Aimv2TextModel` builds no
-        causal mask and its tokens would attend both ways, unlike the causal tower it is."""
-        if text.attention_mask is None:
-            text = TextInputs(text.input_ids, torch.ones_like(text.input_ids), text.extra)
-        return super().text_features(text)
+        """Prompt embeddings [prompts, dim] of the causal text tower, under eager and SDPA attention alike.
+
+        `Aimv2TextModel` is causal only through the mask it builds from `attention_mask` (its attention says
+        `is_causal=False`): without a mask, or under SDPA when no prompt is padded (transformers then drops the
+        all-ones mask), its tokens would attend both ways. A prepared 4D additive mask (causal and padding) is used
+        as it is, so the tower runs as the causal encoder it was trained as, and as `text_layout` declares it.
+        """
+        if self.model.text_model.config._attn_implementation not in ("eager", "sdpa"):
+            return super().text_features(text)  # flash/flex kernels take no 4D mask
+        device = execution_device(self.model.text_model, self.model)
+        input_ids = text.input_ids.to(device)
+        length = input_ids.shape[1]
+        real = torch.ones_like(input_ids, dtype=torch.bool) if text.attention_mask is None else text.attention_mask
+        allowed = real.to(device).bool()[:, None, None, :] & torch.ones(length, length, device=device).tril().bool()
+        dtype = self.model.text_projection.weight.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
+        return self.model.get_text_features(input_ids=input_ids, attention_mask=mask).pooler_output
 
     def text_pooled_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """long [prompts]: the first `eos_token_id` position, as `Aimv2TextModel` pools."""
