@@ -33,6 +33,7 @@ from transformers_legrad.cards import (
     write_cards,
 )
 
+import tiny_aimv2
 import tiny_classifiers
 import tiny_clip_layout
 import tiny_models
@@ -189,6 +190,7 @@ def tiny_by_class(request):
         "MetaClip2Model": tiny_clip_layout.make_metaclip2(),
         "AltCLIPModel": tiny_clip_layout.make_altclip(),
         "ChineseCLIPModel": tiny_clip_layout.make_chinese_clip(),
+        "Aimv2Model": tiny_aimv2.make_aimv2(),
         "BeitForImageClassification": tiny_classifiers.make_beit(**tiny_classifiers.imagenet_like_labels()),
         "Data2VecVisionForImageClassification": tiny_classifiers.make_data2vec_vision(
             **tiny_classifiers.imagenet_like_labels()
