@@ -60,6 +60,7 @@ def test_export_of_a_local_folder_needs_its_hub_id(clip, tmp_path, capsys):
         ("clip", "AutoModelForZeroShotImageClassification"),
         ("vit", "AutoModelForImageClassification"),
         ("dinov2", "AutoModel"),
+        ("aimv2", "AutoModel"),  # a dual encoder that transformers maps to no zero-shot Auto class
     ],
 )
 def test_the_exported_pipeline_loads_with_its_own_family_auto_class_only(family, auto_class, request, tmp_path):
@@ -68,9 +69,11 @@ def test_the_exported_pipeline_loads_with_its_own_family_auto_class_only(family,
 
     from transformers_legrad.export import CUSTOM_TASK, export_pipeline
 
+    from tiny_aimv2 import make_aimv2
     from tiny_backbones import make_backbone
 
-    tiny = make_backbone(family) if family == "dinov2" else request.getfixturevalue(family)
+    factories = {"dinov2": lambda: make_backbone("dinov2"), "aimv2": make_aimv2}
+    tiny = factories[family]() if family in factories else request.getfixturevalue(family)
     pipe = pipeline("legrad-explanation", model=tiny.path)
     out = export_pipeline(pipe, tmp_path / "exported", model_id="me/tiny")
     assert json.loads((out / "config.json").read_text())["custom_pipelines"][CUSTOM_TASK]["pt"] == [auto_class]

@@ -114,6 +114,7 @@ class Aimv2Adapter(_Aimv2Vision, DualEncoderAdapter):
         display_name="AIMv2",
         model_classes=("Aimv2Model",),
         base_task=ZERO_SHOT,
+        auto_model="AutoModel",  # transformers maps aimv2 to no zero-shot Auto class
         model_types=("aimv2",),
         default_class="Aimv2Model",
         vision_config="vision_model.config",

@@ -53,10 +53,10 @@ AUDIO_CLASSIFICATION = "audio-classification"
 TASK_LOADERS: dict[str, tuple[str, str]] = {
     ZERO_SHOT: ("AutoModelForZeroShotImageClassification", "AutoProcessor"),
     IMAGE_CLASSIFICATION: ("AutoModelForImageClassification", "AutoImageProcessor"),
-    FEATURE_EXTRACTION: ("AutoModel", "AutoImageProcessor"),
     ZERO_SHOT_DETECTION: ("AutoModelForZeroShotObjectDetection", "AutoProcessor"),
     VIDEO_CLASSIFICATION: ("AutoModelForVideoClassification", "AutoImageProcessor"),
     AUDIO_CLASSIFICATION: ("AutoModelForAudioClassification", "AutoFeatureExtractor"),
+    FEATURE_EXTRACTION: ("AutoModel", "AutoImageProcessor"),  # last: AutoModel loads nearly any checkpoint
 }
 #: What a base task's model takes as input; every task not named here takes images.
 TASK_MODALITIES: dict[str, str] = {VIDEO_CLASSIFICATION: "video", AUDIO_CLASSIFICATION: "audio"}
@@ -114,6 +114,8 @@ class FamilySpec:
             default: every name in `model_classes`.
         default_class: the class a checkpoint whose config names no architecture loads as (dual encoders have
             one; a classifier's head must be named); None: none.
+        auto_model: the transformers Auto class that loads the family's checkpoints when it is not its base task's
+            (`Aimv2Model` is in `AutoModel`'s mapping only, not the zero-shot one); None: the base task's.
         vision_config: path from the model to the vision tower's config ("config" or "vision_model.config").
         blocks: path from the model to the `nn.ModuleList` of vision blocks.
         attention: path from a block to its self-attention module (which returns (output, probabilities) under
@@ -141,6 +143,7 @@ class FamilySpec:
     model_types: tuple[str, ...] = ()
     pipeline_classes: tuple[str, ...] | None = None
     default_class: str | None = None
+    auto_model: str | None = None
     vision_config: str = "config"
     blocks: str = "encoder.layers"
     attention: str = "attention"
@@ -200,8 +203,8 @@ class FamilySpec:
 
     @property
     def auto_class(self) -> str:
-        """The transformers Auto class that loads the family's checkpoints for its base task."""
-        return TASK_LOADERS[self.base_task][0]
+        """The transformers Auto class that loads the family's checkpoints (its base task's, or `auto_model`)."""
+        return self.auto_model or TASK_LOADERS[self.base_task][0]
 
     @property
     def processor_class(self) -> str:

@@ -150,7 +150,9 @@ def auto_classes() -> tuple[str, ...]:
     CLIP checkpoint then loads as a dual encoder rather than through another head), backbones' `AutoModel` last, as
     it loads nearly any checkpoint."""
     tasks = {adapter.spec.base_task for adapter in _ADAPTERS}
-    return tuple(dict.fromkeys(auto_class for task, (auto_class, _) in TASK_LOADERS.items() if task in tasks))
+    loaders = [auto_class for task, (auto_class, _) in TASK_LOADERS.items() if task in tasks]
+    loaders += sorted({adapter.spec.auto_class for adapter in _ADAPTERS} - set(loaders))  # specs' own `auto_model`
+    return tuple(sorted(dict.fromkeys(loaders), key=lambda name: name == "AutoModel"))  # AutoModel last
 
 
 def _check_adapter(adapter) -> None:
