@@ -230,3 +230,11 @@ def test_explained_layers(vit):
     for cls, layers in ((RawAttentionExplainer, [3]), (GradCAMExplainer, [3]), (RolloutExplainer, [0, 1, 2, 3])):
         out = cls(vit.model, vit.processor).explain(images=random_image(0), targets=[0])
         assert out.explained_layers == layers
+
+
+def test_baselines_refuse_a_model_they_cannot_read():
+    """AIMv2's pooling head is not SigLIP's: the baselines say so instead of failing inside the model."""
+    from tiny_aimv2 import make_aimv2
+
+    with pytest.raises(TypeError, match="explained by LeGrad only"):
+        baselines.RawAttentionExplainer(make_aimv2().model)

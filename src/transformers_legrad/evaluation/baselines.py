@@ -168,6 +168,18 @@ class _Recording:
         self.features: torch.Tensor | None = None
 
 
+def _check_baselines_support(adapter) -> None:
+    """The baselines read eager attention probabilities of image models, and SigLIP's pooling head by hand."""
+    head = getattr(adapter, "head", None) if adapter.explains_pooling_head else None
+    siglip_head = head is None or isinstance(getattr(head, "attention", None), nn.MultiheadAttention)
+    if adapter.spec.modality != "image" or not siglip_head:
+        raise TypeError(
+            f"the evaluation baselines compare methods on image models with a CLS token or SigLIP's pooling head; "
+            f"{type(adapter.model).__name__} ({adapter.spec.display_name}) is explained by LeGrad only "
+            "(`LeGradExplainer`)."
+        )
+
+
 class BaselineExplainer:
     """Base class: LeGrad's inputs and outputs around a method that maps (recording, scores) to token relevance.
 
@@ -185,7 +197,7 @@ class BaselineExplainer:
     uses_all_blocks: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, processor=None, *, eager_model: nn.Module | None = None) -> None:
-        LeGradExplainer(model)  # the same "is this model supported" check and message as LeGrad's
+        _check_baselines_support(LeGradExplainer(model).adapter)  # LeGrad's "is this model supported" check first
         self.model = model
         self.processor = processor
         self.eager_model = eager_copy(model) if eager_model is None else eager_model
