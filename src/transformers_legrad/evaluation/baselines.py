@@ -170,8 +170,10 @@ class _Recording:
 
 def _check_baselines_support(adapter) -> None:
     """The baselines read eager attention probabilities of image models, and SigLIP's pooling head by hand."""
-    head = getattr(adapter, "head", None) if adapter.explains_pooling_head else None
-    siglip_head = head is None or isinstance(getattr(head, "attention", None), nn.MultiheadAttention)
+    head = getattr(adapter, "head", None)
+    siglip_head = not adapter.explains_pooling_head or isinstance(
+        getattr(head, "attention", None), nn.MultiheadAttention
+    )
     if adapter.spec.modality != "image" or not siglip_head:
         raise TypeError(
             f"the evaluation baselines compare methods on image models with a CLS token or SigLIP's pooling head; "
