@@ -293,11 +293,9 @@ def test_the_package_families_come_from_their_specs():
     assert dual_encoders | classifiers | backbones | {"vit_backbone"} <= set(cards.FAMILIES)
     assert cards.FAMILIES["deit"].main_class == "DeiTForImageClassification"
     assert "CLIPVisionModelWithProjection" not in cards.ARCHITECTURES  # no text tower: no pipeline, no card
-    assert registry.auto_classes() == (
-        "AutoModelForZeroShotImageClassification",
-        "AutoModelForImageClassification",
-        "AutoModel",
-    )
+    assert registry.auto_classes()[:2] == ("AutoModelForZeroShotImageClassification", "AutoModelForImageClassification")
+    assert "AutoModelForVideoClassification" in registry.auto_classes()
+    assert registry.auto_classes()[-1] == "AutoModel"  # it loads nearly any checkpoint: tried last
     assert registry.default_class("siglip2") == "Siglip2Model" and registry.default_class("vit") is None
     assert registry.adapter_class_for(TinyViTClassifier) is None
     assert ViTClassifierAdapter.spec.blocks == "vit.layers"

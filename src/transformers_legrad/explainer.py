@@ -28,6 +28,7 @@ from .adapters import FamilyAdapter, PixelInputs, TextInputs, adapter_for
 from .engine import eval_mode, layer_relevance, run_trunk
 from .images import load as load_image
 from .request import ExplanationRequest
+from .videos import as_videos
 
 #: The null prompt of SigLIP's correction, as in the authors' code.
 NULL_PROMPT = "a photo of a"
@@ -52,10 +53,13 @@ class LeGradOutput:
     """The maps and scores of one `LeGradExplainer.explain` call.
 
     Attributes:
-        heatmaps: float32 [batch, prompts, height, width] in [0, 1] at the processed image size.
+        heatmaps: float32 [batch, prompts, height, width] in [0, 1] at the processed image size (videos:
+            [batch, prompts, frames, height, width], upsampled along the frames too).
         grid_maps: float32 [batch, prompts, h, w], the raw summed layer maps on the patch grid (after the SigLIP
-            correction, before any normalization or upsampling).
-        layer_maps: float32 [batch, prompts, layers, h, w] per explained layer when `return_layer_maps=True`.
+            correction, before any normalization or upsampling); videos: [batch, prompts, t, h, w] on the tubelet
+            grid.
+        layer_maps: float32 [batch, prompts, layers, h, w] per explained layer when `return_layer_maps=True`
+            (videos: [batch, prompts, layers, t, h, w]).
         labels: the prompts, or the class names of the targets; a list of `prompts` strings, or one such list per
             image when a classifier's default (top-1) targets differ between images.
         scores: float32 [batch, prompts], the model's own final score: `logits_per_image` of CLIP/SigLIP (the
@@ -65,9 +69,10 @@ class LeGradOutput:
             over the prompts (CLIP), sigmoid (SigLIP), softmax over all classes (classifiers); for backbones the
             cosine itself (directions do not compete: no softmax over them).
         explained_layers: the explained block indices, ascending.
-        grid_shapes: the (h, w) patch grid of each image; images smaller than the padded tensors (SigLIP 2) have
-            zeros outside their own grid.
-        image_sizes: the (height, width) processed size of each image, the region of `heatmaps` it covers.
+        grid_shapes: the token grid of each input: (h, w) patches of an image, (t, h, w) tubelets of a video;
+            inputs smaller than the padded tensors (SigLIP 2) have zeros outside their own grid.
+        image_sizes: the processed size of each input along its own axes, the region of `heatmaps` it covers:
+            (height, width) pixels of an image, (frames, height, width) of a video.
         target_ids: classifiers only: long [batch, prompts], the explained class of each map.
         text_relevance: with `text_relevance=True`: float32 [batch, prompts, tokens], the raw LeGrad relevance of
             each prompt token for each image (summed over the explained text blocks; zero where the tokenizer's
@@ -85,8 +90,8 @@ class LeGradOutput:
     labels: list[str] | list[list[str]]
     scores: torch.Tensor
     explained_layers: list[int]
-    grid_shapes: list[tuple[int, int]]
-    image_sizes: list[tuple[int, int]]
+    grid_shapes: list[tuple[int, ...]]
+    image_sizes: list[tuple[int, ...]]
     probabilities: torch.Tensor | None = None
     target_ids: torch.Tensor | None = None
     text_relevance: torch.Tensor | None = None
@@ -172,6 +177,7 @@ class LeGradExplainer:
         text: str | Sequence[str] | None = None,
         *,
         pixel_values: torch.Tensor | None = None,
+        videos=None,
         text_embeds: torch.Tensor | None = None,
         targets=None,
         top_k: int | None = None,
@@ -194,7 +200,10 @@ class LeGradExplainer:
             images: a PIL image / array, or a list of them (needs the processor).
             text: prompts for CLIP/SigLIP (needs the processor).
             pixel_values: model-ready images instead of `images`: [batch, channels, height, width] at any size
-                (SigLIP 2: [batch, patches, channels * patch**2] with `pixel_attention_mask`, `spatial_shapes`).
+                (SigLIP 2: [batch, patches, channels * patch**2] with `pixel_attention_mask`, `spatial_shapes`;
+                video models: [batch, frames, channels, height, width]).
+            videos: video models instead of `images`: one clip (a list of frames, PIL images or [H, W, C] arrays,
+                or a [frames, H, W, C] array) or a list of clips (needs the processor).
             text_embeds: [prompts, dim] prompt embeddings instead of `text` (L2-normalized here).
             targets: classifiers: class ids or label names, shared by all images, or [batch, prompts] ids; default
                 the top-1 predicted class of each image.
@@ -216,7 +225,8 @@ class LeGradExplainer:
             text_layers: the explained text blocks, in the forms of `layers` (default: the last 2).
 
         Returns:
-            LeGradOutput with heatmaps [batch, prompts, height, width] and grid_maps [batch, prompts, h, w].
+            LeGradOutput with heatmaps [batch, prompts, height, width] and grid_maps [batch, prompts, h, w]
+            (videos: [batch, prompts, frames, height, width] and [batch, prompts, t, h, w]).
         """
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
@@ -231,6 +241,7 @@ class LeGradExplainer:
             images,
             text,
             pixel_values=pixel_values,
+            videos=videos,
             text_embeds=text_embeds,
             targets=targets,
             top_k=top_k,
@@ -323,6 +334,7 @@ class LeGradExplainer:
         text: str | Sequence[str] | None = None,
         *,
         pixel_values: torch.Tensor | None = None,
+        videos=None,
         text_embeds: torch.Tensor | None = None,
         targets=None,
         top_k: int | None = None,
@@ -343,7 +355,7 @@ class LeGradExplainer:
         the processor and the model's final readout), then the images (processed or checked `pixel_values`).
 
         Args:
-            images, text, pixel_values, text_embeds, targets, top_k, image_size, pixel_attention_mask,
+            images, text, pixel_values, videos, text_embeds, targets, top_k, image_size, pixel_attention_mask,
                 spatial_shapes, directions, reference_images, labels: as for `explain`.
             null_prompt: dual encoders: also encode SigLIP's null prompt (`NULL_PROMPT`, or `null_text_embeds`)
                 into `request.null_direction`, for LeGrad's correction; the request itself does not apply it.
@@ -359,6 +371,7 @@ class LeGradExplainer:
             >>> request.pixels.batch_size, request.directions.shape  # 1, [2 prompts, embedding dim]
         """
         adapter = self.adapter
+        images = self._raw_inputs(images, videos)
         if null_text_embeds is not None and not null_prompt:
             raise ValueError("`null_text_embeds` is the null prompt's embedding: pass it with `null_prompt=True`.")
         if adapter.is_backbone:
@@ -666,8 +679,10 @@ class LeGradExplainer:
         if images is not None and pixel_values is not None:
             raise ValueError("Pass either `images` or `pixel_values`, not both.")
         if images is None and pixel_values is None:
-            raise ValueError("Nothing to explain: pass `images` (with a processor) or `pixel_values`.")
-        if images is not None:
+            raise ValueError(f"Nothing to explain: pass `{self._raw_name}` (with a processor) or `pixel_values`.")
+        if images is not None and self._takes_videos:
+            pixel_values = self._process_videos(images, image_size)["pixel_values"]
+        elif images is not None:
             if isinstance(images, torch.Tensor):
                 raise TypeError(
                     "`images` takes PIL images or arrays for the processor; pass a model-ready tensor as "
@@ -690,6 +705,39 @@ class LeGradExplainer:
                 value = value.to(device)
                 pixels.model_kwargs[name] = value.to(dtype) if value.is_floating_point() else value
         return pixels
+
+    @property
+    def _takes_videos(self) -> bool:
+        return self.adapter.spec.modality == "video"
+
+    @property
+    def _raw_name(self) -> str:
+        return "videos" if self._takes_videos else "images"
+
+    def _raw_inputs(self, images, videos):
+        """The raw inputs of the model's modality (`videos` for a video model, else `images`), the other refused."""
+        if self._takes_videos and images is not None:
+            raise ValueError(
+                f"{self._model_name} is a video model: pass `videos=` (one clip as a list of frames or a [frames, "
+                "height, width, channels] array, or a list of clips) or `pixel_values` [batch, frames, channels, "
+                "height, width], not `images`."
+            )
+        if videos is not None and not self._takes_videos:
+            raise ValueError(f"`videos` are for video models; {self._model_name} takes `images`.")
+        return videos if self._takes_videos else images
+
+    def _process_videos(self, videos, image_size):
+        if self.processor is None:
+            raise ValueError(
+                "Raw videos need the model's processor: `LeGradExplainer(model, AutoImageProcessor.from_pretrained("
+                "model_id))`, or pass model-ready `pixel_values` [batch, frames, channels, height, width]."
+            )
+        clips = as_videos(videos)
+        kwargs = self.image_processor_kwargs(image_size)
+        try:
+            return self.image_processor(clips, return_tensors="pt", **kwargs)
+        except Exception as error:  # the processor's own errors are about the frames; say so
+            raise ValueError(f"the processor could not read the videos: {error}") from error
 
     @property
     def image_processor(self):

@@ -1,11 +1,13 @@
 """Map math after the gradients: token relevance to patch grids, the SigLIP correction, normalization, upsampling.
 
-Every function takes the patch grid of each image, so images whose grids differ (SigLIP 2's NaFlex batches) share
-one padded tensor: image b's map lies in [:h_b, :w_b] and is zero elsewhere, and padding never enters a min or max.
+A grid is any tuple of token axes: (h, w) patches of an image, (t, h, w) tubelets of a video. Every function takes
+the grid of each input, so inputs whose grids differ (SigLIP 2's NaFlex batches) share one padded tensor: input b's
+map lies in [:h_b, :w_b] (or [:t_b, :h_b, :w_b]) and is zero elsewhere, and padding never enters a min or max.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -13,59 +15,79 @@ import torch.nn.functional as F
 
 #: Where the normalized map of the null prompt exceeds this, SigLIP's correction zeroes the prompt's map.
 CORRECTION_THRESHOLD = 0.8
+#: How a grid of each rank is upsampled to its input's size (`F.interpolate`'s mode).
+UPSAMPLING_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+Shape = tuple[int, ...]
 
 
-def tokens_to_grids(
-    relevance: torch.Tensor, num_prefix_tokens: int, grid_shapes: Sequence[tuple[int, int]]
-) -> torch.Tensor:
-    """Drop the prefix tokens and lay each image's patch tokens out row-major on its grid.
+def grid_rank(grid_shapes: Sequence[Shape]) -> int:
+    """The number of token axes the grids share (2 for images, 3 for videos); a ValueError if they differ."""
+    ranks = {len(shape) for shape in grid_shapes}
+    if len(ranks) != 1:
+        raise ValueError(f"the grids of one batch must have one rank, got shapes {list(grid_shapes)}.")
+    return ranks.pop()
+
+
+def _max_shape(shapes: Sequence[Shape]) -> Shape:
+    return tuple(max(sizes) for sizes in zip(*shapes, strict=True))
+
+
+def _region(shape: Shape) -> tuple[slice, ...]:
+    return tuple(slice(0, size) for size in shape)
+
+
+def tokens_to_grids(relevance: torch.Tensor, num_prefix_tokens: int, grid_shapes: Sequence[Shape]) -> torch.Tensor:
+    """Drop the prefix tokens and lay each input's patch tokens out row-major on its grid.
 
     Args:
         relevance: [batch, prompts, layers, tokens].
         num_prefix_tokens: tokens before the patches (CLS, distillation token).
-        grid_shapes: (h_b, w_b) per image.
+        grid_shapes: per input, its token axes: (h_b, w_b) for an image, (t_b, h_b, w_b) for a video.
 
     Returns:
-        [batch, prompts, layers, max h, max w], zero outside each image's grid.
+        [batch, prompts, layers, *max grid] ([..., max h, max w] for images), zero outside each input's grid.
     """
     batch, prompts, layers, _ = relevance.shape
-    max_h = max(h for h, _ in grid_shapes)
-    max_w = max(w for _, w in grid_shapes)
-    if all(shape == (max_h, max_w) for shape in grid_shapes):
-        patches = relevance[..., num_prefix_tokens : num_prefix_tokens + max_h * max_w]
-        return patches.reshape(batch, prompts, layers, max_h, max_w).contiguous()
-    grids = relevance.new_zeros(batch, prompts, layers, max_h, max_w)
-    for b, (h, w) in enumerate(grid_shapes):
-        patches = relevance[b, ..., num_prefix_tokens : num_prefix_tokens + h * w]
-        grids[b, ..., :h, :w] = patches.reshape(prompts, layers, h, w)
+    grid_rank(grid_shapes)
+    largest = _max_shape(grid_shapes)
+    if all(tuple(shape) == largest for shape in grid_shapes):
+        patches = relevance[..., num_prefix_tokens : num_prefix_tokens + math.prod(largest)]
+        return patches.reshape(batch, prompts, layers, *largest).contiguous()
+    grids = relevance.new_zeros(batch, prompts, layers, *largest)
+    for b, shape in enumerate(grid_shapes):
+        patches = relevance[b, ..., num_prefix_tokens : num_prefix_tokens + math.prod(shape)]
+        grids[(b, Ellipsis, *_region(shape))] = patches.reshape(prompts, layers, *shape)
     return grids
 
 
-def valid_mask(grid_shapes: Sequence[tuple[int, int]], device: torch.device | None = None) -> torch.Tensor:
-    """bool [batch, 1, max h, max w]: True inside each image's own grid."""
-    max_h = max(h for h, _ in grid_shapes)
-    max_w = max(w for _, w in grid_shapes)
-    mask = torch.zeros(len(grid_shapes), 1, max_h, max_w, dtype=torch.bool, device=device)
-    for b, (h, w) in enumerate(grid_shapes):
-        mask[b, :, :h, :w] = True
+def valid_mask(grid_shapes: Sequence[Shape], device: torch.device | None = None) -> torch.Tensor:
+    """bool [batch, 1, *max grid] ([batch, 1, max h, max w] for images): True inside each input's own grid."""
+    grid_rank(grid_shapes)
+    mask = torch.zeros(len(grid_shapes), 1, *_max_shape(grid_shapes), dtype=torch.bool, device=device)
+    for b, shape in enumerate(grid_shapes):
+        mask[(b, slice(None), *_region(shape))] = True
     return mask
 
 
-def min_max(maps: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Min-max normalize each map [..., H, W] to [0, 1] over its valid region; a constant map becomes zeros.
+def min_max(maps: torch.Tensor, valid: torch.Tensor | None = None, rank: int = 2) -> torch.Tensor:
+    """Min-max normalize each map over its last `rank` axes to [0, 1]; a constant map becomes zeros.
 
     Args:
-        maps: [batch, prompts, H, W].
-        valid: optional bool mask broadcastable to `maps`; outside it the result is 0.
+        maps: [batch, prompts, H, W] (rank 2), or [batch, prompts, frames, H, W] (rank 3).
+        valid: optional bool mask broadcastable to `maps`; the min and max are taken inside it, outside it the
+            result is 0.
+        rank: how many trailing axes one map spans.
     """
     maps = maps.float()
+    axes = tuple(range(-rank, 0))
     if valid is None:
-        low = maps.amin(dim=(-2, -1), keepdim=True)
-        high = maps.amax(dim=(-2, -1), keepdim=True)
+        low = maps.amin(dim=axes, keepdim=True)
+        high = maps.amax(dim=axes, keepdim=True)
     else:
         valid = valid.expand_as(maps)
-        low = maps.masked_fill(~valid, float("inf")).amin(dim=(-2, -1), keepdim=True)
-        high = maps.masked_fill(~valid, float("-inf")).amax(dim=(-2, -1), keepdim=True)
+        low = maps.masked_fill(~valid, float("inf")).amin(dim=axes, keepdim=True)
+        high = maps.masked_fill(~valid, float("-inf")).amax(dim=axes, keepdim=True)
     span = high - low
     normalized = torch.where(span > 0, (maps - low) / span.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
     normalized = normalized.clamp_(0.0, 1.0)
@@ -75,44 +97,51 @@ def min_max(maps: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tens
 
 
 def null_prompt_correction(
-    grid_maps: torch.Tensor, null_grid_maps: torch.Tensor, grid_shapes: Sequence[tuple[int, int]]
+    grid_maps: torch.Tensor, null_grid_maps: torch.Tensor, grid_shapes: Sequence[Shape]
 ) -> torch.Tensor:
     """SigLIP's correction from the authors' code: zero each map where the null prompt's normalized map > 0.8.
 
     Args:
-        grid_maps: [batch, prompts, h, w] summed layer maps.
-        null_grid_maps: [batch, 1, h, w] the same for the null prompt ("a photo of a").
-        grid_shapes: (h_b, w_b) per image.
+        grid_maps: [batch, prompts, *grid] summed layer maps ([batch, prompts, h, w] for images).
+        null_grid_maps: [batch, 1, *grid] the same for the null prompt ("a photo of a").
+        grid_shapes: per input, its token axes.
     """
-    normalized_null = min_max(null_grid_maps, valid_mask(grid_shapes, null_grid_maps.device))
+    rank = grid_rank(grid_shapes)
+    normalized_null = min_max(null_grid_maps, valid_mask(grid_shapes, null_grid_maps.device), rank)
     return grid_maps.masked_fill(normalized_null > CORRECTION_THRESHOLD, 0.0)
 
 
 def heatmaps_from_grids(
     grid_maps: torch.Tensor,
-    grid_shapes: Sequence[tuple[int, int]],
-    image_sizes: Sequence[tuple[int, int]],
+    grid_shapes: Sequence[Shape],
+    image_sizes: Sequence[Shape],
 ) -> torch.Tensor:
-    """Upsample each grid map bilinearly to its image's processed size, then min-max normalize it.
+    """Upsample each grid map along its input's own axes to its processed size, then min-max normalize it.
+
+    Bilinear for an image's (h, w) grid, trilinear for a video's (t, h, w) tubelet grid (frames too).
 
     Args:
-        grid_maps: [batch, prompts, max h, max w].
-        grid_shapes: (h_b, w_b) per image.
-        image_sizes: (H_b, W_b) processed pixel size per image.
+        grid_maps: [batch, prompts, *max grid] ([batch, prompts, max h, max w] for images).
+        grid_shapes: per input, its token axes: (h_b, w_b), or (t_b, h_b, w_b).
+        image_sizes: per input, its processed size along the same axes: (H_b, W_b) pixels, or (frames_b, H_b, W_b).
 
     Returns:
-        float32 [batch, prompts, max H, max W] in [0, 1], zero outside each image.
+        float32 [batch, prompts, *max size] ([batch, prompts, max H, max W]; videos [batch, prompts, max frames,
+        max H, max W]) in [0, 1], zero outside each input.
     """
+    rank = grid_rank(grid_shapes)
+    if grid_rank(image_sizes) != rank:
+        raise ValueError(f"grids {list(grid_shapes)} and sizes {list(image_sizes)} must have the same axes.")
+    mode = UPSAMPLING_MODES[rank]
     grid_maps = grid_maps.float()
-    max_height = max(height for height, _ in image_sizes)
-    max_width = max(width for _, width in image_sizes)
+    largest = _max_shape(image_sizes)
     uniform = len(set(grid_shapes)) == 1 and len(set(image_sizes)) == 1
     if uniform:
-        upsampled = F.interpolate(grid_maps, size=(max_height, max_width), mode="bilinear", align_corners=False)
-        return min_max(upsampled)
-    heatmaps = grid_maps.new_zeros(grid_maps.shape[0], grid_maps.shape[1], max_height, max_width)
-    for b, ((h, w), (height, width)) in enumerate(zip(grid_shapes, image_sizes, strict=True)):
-        grid = grid_maps[b : b + 1, :, :h, :w]
-        upsampled = F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
-        heatmaps[b : b + 1, :, :height, :width] = min_max(upsampled)
+        upsampled = F.interpolate(grid_maps, size=largest, mode=mode, align_corners=False)
+        return min_max(upsampled, rank=rank)
+    heatmaps = grid_maps.new_zeros(grid_maps.shape[0], grid_maps.shape[1], *largest)
+    for b, (shape, size) in enumerate(zip(grid_shapes, image_sizes, strict=True)):
+        grid = grid_maps[(slice(b, b + 1), slice(None), *_region(shape))]
+        upsampled = F.interpolate(grid, size=tuple(size), mode=mode, align_corners=False)
+        heatmaps[(slice(b, b + 1), slice(None), *_region(size))] = min_max(upsampled, rank=rank)
     return heatmaps

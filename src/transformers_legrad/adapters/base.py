@@ -250,14 +250,16 @@ class PixelInputs:
     Attributes:
         model_kwargs: keyword arguments for the vision trunk (`pixel_values`, and per family
             `interpolate_pos_encoding`, `pixel_attention_mask`, `spatial_shapes`).
-        grid_shapes: the (height, width) patch grid of each image, in patches.
-        image_sizes: the (height, width) processed size of each image, in pixels.
+        grid_shapes: the token grid of each input: (height, width) patches of an image, (time, height, width)
+            tubelets of a video.
+        image_sizes: the processed size of each input along the same axes: (height, width) pixels of an image,
+            (frames, height, width) of a video.
         valid_tokens: bool [batch, tokens] of real (non-padding) tokens, or None when every token is real.
     """
 
     model_kwargs: dict[str, object]
-    grid_shapes: list[tuple[int, int]]
-    image_sizes: list[tuple[int, int]]
+    grid_shapes: list[tuple[int, ...]]
+    image_sizes: list[tuple[int, ...]]
     valid_tokens: torch.Tensor | None = None
 
     @property
