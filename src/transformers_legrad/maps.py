@@ -1,4 +1,5 @@
-"""Map math after the gradients: token relevance to patch grids, the SigLIP correction, normalization, upsampling.
+"""Map math after the gradients: token relevance to patch grids, the SigLIP correction, normalization, upsampling,
+and an audio map's relevance over time.
 
 Every function takes the patch grid of each image, so images whose grids differ (SigLIP 2's NaFlex batches) share
 one padded tensor: image b's map lies in [:h_b, :w_b] and is zero elsewhere, and padding never enters a min or max.
@@ -116,3 +117,19 @@ def heatmaps_from_grids(
         upsampled = F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
         heatmaps[b : b + 1, :, :height, :width] = min_max(upsampled)
     return heatmaps
+
+
+def relevance_over_time(heatmaps: torch.Tensor) -> torch.Tensor:
+    """When in a clip each target is: each spectrogram heatmap averaged over its frequency axis.
+
+    Args:
+        heatmaps: [batch, targets, mel bins, time frames] (an audio model's `LeGradOutput.heatmaps`, in [0, 1]).
+
+    Returns:
+        float32 [batch, targets, time frames] in [0, 1]; frame t's time is `LeGradOutput.frame_times[t]`.
+    """
+    if heatmaps.dim() != 4:
+        raise ValueError(
+            f"`heatmaps` must be [batch, targets, mel bins, time frames], got shape {tuple(heatmaps.shape)}."
+        )
+    return heatmaps.float().mean(dim=-2)
