@@ -101,3 +101,42 @@ def tone_burst(
     t = np.arange(samples) / SAMPLING_RATE
     burst = ((t >= start) & (t < start + duration)) * np.sin(2 * np.pi * frequency * t)
     return (burst + noise(samples, seed, level)).astype(np.float32)
+
+
+@torch.no_grad()
+def make_tone_detector() -> ASTForAudioClassification:
+    """A one-block AST with constructed weights whose "tone" logit grows with its patches' energy.
+
+    Each patch embeds as `a u + c v` (u, v orthogonal zero-mean directions): a = the patch's mean log-mel value,
+    c a constant, so the layernorm before attention keeps `a` as the angle of the token. Attention is uniform
+    (zero Q, K); V reads the u component of the normalized token, the output projection writes it back along u;
+    the MLP is zero. The classifier's "tone" row reads u. So d score / d A[i, j] is proportional to token j's
+    normalized u component, an increasing function of the patch's energy: where a burst is louder than the noise,
+    the known answer is its patches.
+    """
+    config = ast_config(
+        num_hidden_layers=1,
+        num_labels=2,
+        id2label={0: "noise", 1: "tone"},
+        label2id={"noise": 0, "tone": 1},
+    )
+    model = ASTForAudioClassification(config).eval()
+    for param in model.parameters():
+        param.zero_()
+    for module in model.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.weight.fill_(1.0)
+    hidden = config.hidden_size
+    u, v = torch.zeros(hidden), torch.zeros(hidden)
+    u[0], u[1], v[2], v[3] = 2**-0.5, -(2**-0.5), 2**-0.5, -(2**-0.5)
+    embeddings = model.audio_spectrogram_transformer.embeddings
+    patch = config.patch_size
+    embeddings.patch_embeddings.projection.weight.copy_(u[:, None, None, None].expand(-1, 1, patch, patch) / patch**2)
+    embeddings.patch_embeddings.projection.bias.copy_(v)
+    embeddings.cls_token.copy_(v)
+    embeddings.distillation_token.copy_(v)
+    attention = model.audio_spectrogram_transformer.layers[0].attention
+    attention.v_proj.weight[0] = u
+    attention.o_proj.weight[:, 0] = u
+    model.classifier.dense.weight[1] = 4 * u
+    return model
