@@ -171,7 +171,7 @@ class AudioClassifierAdapter(FamilyAdapter):
                 f"{sum(n > frames for n in clip_frames)} clip(s) are longer than the model's {frames} frames "
                 f"({frames * hop / expected:g} s); the feature extractor keeps their first {frames} frames, and the "
                 "maps explain that part.",
-                stacklevel=4,
+                stacklevel=5,  # explain's caller (prepare_audio <- _audio_inputs <- prepare_request <- explain)
             )
         features = feature_extractor(waveforms, sampling_rate=expected, return_tensors="pt")["input_values"]
         return self.prepare_input_values(
