@@ -69,10 +69,13 @@ class LeGradOutput:
             over the prompts (CLIP), sigmoid (SigLIP), softmax over all classes (classifiers); for backbones the
             cosine itself (directions do not compete: no softmax over them).
         explained_layers: the explained block indices, ascending.
-        grid_shapes: the token grid of each input: (h, w) patches of an image, (t, h, w) tubelets of a video;
-            inputs smaller than the padded tensors (SigLIP 2) have zeros outside their own grid.
+        grid_shapes: the token grid of each input: (h, w) patches of an image, (t, h, w) tubelets of a video,
+            (frequency patches, time patches) of audio (AST); inputs smaller than the padded tensors (SigLIP 2) have
+            zeros outside their own grid.
         image_sizes: the processed size of each input along its own axes, the region of `heatmaps` it covers:
-            (height, width) pixels of an image, (frames, height, width) of a video.
+            (height, width) pixels of an image, (frames, height, width) of a video, (mel bins, time frames) of audio,
+            `heatmaps` being [batch, targets, mel bins, time frames] with the lowest mel bin in row 0 (the transpose
+            of the model's `input_values` [batch, time frames, mel bins]).
         target_ids: classifiers only: long [batch, prompts], the explained class of each map.
         text_relevance: with `text_relevance=True`: float32 [batch, prompts, tokens], the raw LeGrad relevance of
             each prompt token for each image (summed over the explained text blocks; zero where the tokenizer's
@@ -82,6 +85,10 @@ class LeGradOutput:
         word_relevance: with `text_relevance=True`: per image, per prompt, (word, relevance) pairs in prompt
             order: the tokenizer's own words (`word_ids`; a slow tokenizer's sub-word markers), pieces summed.
         explained_text_layers: the explained text block indices, ascending (with `text_relevance=True`).
+        frame_times: audio: float32 [time frames], the centre of each spectrogram frame in seconds from the clip's
+            start (the feature extractor's hop and window; AST's 10 ms and 25 ms for `input_values`).
+        clip_frames: audio given as waveforms: per clip, the frames that hold its audio; the frames after them are
+            the feature extractor's padding, which the model sees and the maps cover.
     """
 
     heatmaps: torch.Tensor
@@ -98,6 +105,8 @@ class LeGradOutput:
     text_tokens: list[list[text_side.Token]] | None = None
     word_relevance: list[list[list[tuple[str, float]]]] | None = None
     explained_text_layers: list[int] | None = None
+    frame_times: torch.Tensor | None = None
+    clip_frames: list[int] | None = None
 
     @property
     def num_prompts(self) -> int:
@@ -122,6 +131,13 @@ class LeGradOutput:
             raise IndexError(f"image {b} is out of range: this output holds {batch} image(s) (0..{batch - 1}).")
         shared = not self.labels or isinstance(self.labels[0], str)
         return list(self.labels if shared else self.labels[b])
+
+    def relevance_over_time(self) -> torch.Tensor:
+        """Audio: when in the clip each target is, float32 [batch, targets, time frames] (`maps.relevance_over_time`
+        of `heatmaps`); the time of each frame in seconds is `frame_times`."""
+        if self.frame_times is None:
+            raise ValueError("`relevance_over_time` is for audio models' maps; these maps have no time axis.")
+        return maps.relevance_over_time(self.heatmaps)
 
     def to(self, device: torch.device | str) -> LeGradOutput:
         """A copy with every tensor on `device`."""
@@ -193,6 +209,9 @@ class LeGradExplainer:
         labels: Sequence[str] | None = None,
         text_relevance: bool = False,
         text_layers: LayerSpec = None,
+        audio=None,
+        sampling_rate: int | None = None,
+        input_values: torch.Tensor | None = None,
     ) -> LeGradOutput:
         """Explain where each prompt (or class, or direction) is grounded in each image.
 
@@ -223,6 +242,11 @@ class LeGradExplainer:
             text_relevance: dual encoders with `text`: also explain which tokens and words of each prompt make
                 it match each image (LeGrad on the text tower along each image's embedding; `text_side.py`).
             text_layers: the explained text blocks, in the forms of `layers` (default: the last 2).
+            audio: audio classifiers (AST): a 1-D mono waveform (numpy array, list of floats, torch tensor) or a
+                list of them, made into spectrograms by the processor (the model's feature extractor).
+            sampling_rate: with `audio`, its sampling rate in Hz; must be the feature extractor's (no resampling).
+            input_values: audio classifiers, instead of `audio`: model-ready spectrograms [batch, time frames, mel
+                bins], as the feature extractor returns them.
 
         Returns:
             LeGradOutput with heatmaps [batch, prompts, height, width] and grid_maps [batch, prompts, h, w]
@@ -253,6 +277,9 @@ class LeGradExplainer:
             directions=directions,
             reference_images=reference_images,
             labels=labels,
+            audio=audio,
+            sampling_rate=sampling_rate,
+            input_values=input_values,
         )
         pixels = request.pixels
 
@@ -289,6 +316,8 @@ class LeGradExplainer:
             grid_shapes=list(pixels.grid_shapes),
             image_sizes=list(pixels.image_sizes),
             target_ids=target_ids,
+            frame_times=getattr(pixels, "frame_times", None),
+            clip_frames=getattr(pixels, "clip_frames", None),
             **words,
         )
 
@@ -346,6 +375,9 @@ class LeGradExplainer:
         directions: torch.Tensor | None = None,
         reference_images=None,
         labels: Sequence[str] | None = None,
+        audio=None,
+        sampling_rate: int | None = None,
+        input_values: torch.Tensor | None = None,
     ) -> ExplanationRequest:
         """Validate an explanation's inputs and make them model-ready, without running the vision trunk.
 
@@ -356,7 +388,8 @@ class LeGradExplainer:
 
         Args:
             images, text, pixel_values, videos, text_embeds, targets, top_k, image_size, pixel_attention_mask,
-                spatial_shapes, directions, reference_images, labels: as for `explain`.
+                spatial_shapes, directions, reference_images, labels, audio, sampling_rate, input_values: as for
+                `explain`.
             null_prompt: dual encoders: also encode SigLIP's null prompt (`NULL_PROMPT`, or `null_text_embeds`)
                 into `request.null_direction`, for LeGrad's correction; the request itself does not apply it.
             null_text_embeds: with `null_prompt`, the null prompt's [1, dim] embedding instead of the processor.
@@ -371,6 +404,7 @@ class LeGradExplainer:
             >>> request.pixels.batch_size, request.directions.shape  # 1, [2 prompts, embedding dim]
         """
         adapter = self.adapter
+        self._check_modality(images, pixel_values, image_size, audio, sampling_rate, input_values)
         images = self._raw_inputs(images, videos)
         if null_text_embeds is not None and not null_prompt:
             raise ValueError("`null_text_embeds` is the null prompt's embedding: pass it with `null_prompt=True`.")
@@ -403,7 +437,10 @@ class LeGradExplainer:
             raise ValueError(f"`null_prompt` is for SigLIP's correction; {self._model_name} explains classes.")
         shared_targets = self._validate_targets(targets)
         top_k = self._validate_top_k(top_k, targets)
-        pixels = self._pixel_inputs(images, pixel_values, image_size, pixel_attention_mask, spatial_shapes)
+        if adapter.spec.modality == "audio":
+            pixels = self._audio_inputs(audio, sampling_rate, input_values)
+        else:
+            pixels = self._pixel_inputs(images, pixel_values, image_size, pixel_attention_mask, spatial_shapes)
         if shared_targets is not None and shared_targets.dim() == 2 and shared_targets.shape[0] != pixels.batch_size:
             raise ValueError(f"`targets` has {shared_targets.shape[0]} rows but there are {pixels.batch_size} images.")
         return ExplanationRequest(
@@ -699,12 +736,49 @@ class LeGradExplainer:
         pixels = self.adapter.prepare_pixels(
             pixel_values, pixel_attention_mask=pixel_attention_mask, spatial_shapes=spatial_shapes
         )
+        return self._on_model_device(pixels)
+
+    def _on_model_device(self, pixels: PixelInputs) -> PixelInputs:
+        """`pixels` with its tensors on the model's input device, floating-point ones in its dtype."""
         device, dtype = self.adapter.input_device, self.adapter.input_dtype
         for name, value in pixels.model_kwargs.items():
             if isinstance(value, torch.Tensor):
                 value = value.to(device)
                 pixels.model_kwargs[name] = value.to(dtype) if value.is_floating_point() else value
         return pixels
+
+    # --- audio -------------------------------------------------------------------------------------------------
+    def _check_modality(self, images, pixel_values, image_size, audio, sampling_rate, input_values) -> None:
+        """Refuse images for a model that takes audio, and audio for one that takes images."""
+        modality = self.adapter.spec.modality
+        if modality == "audio" and any(value is not None for value in (images, pixel_values, image_size)):
+            raise ValueError(
+                f"{self._model_name} classifies audio, not images: pass `audio=` (a 1-D waveform or a list of them) "
+                "with `sampling_rate=`, or model-ready `input_values=` [batch, time frames, mel bins]."
+            )
+        if modality != "audio" and any(value is not None for value in (audio, sampling_rate, input_values)):
+            raise ValueError(
+                f"`audio`, `sampling_rate` and `input_values` are for audio classifiers (such as "
+                f"ASTForAudioClassification); {self._model_name} takes {modality} inputs, not audio."
+            )
+
+    def _audio_inputs(self, audio, sampling_rate: int | None, input_values: torch.Tensor | None) -> PixelInputs:
+        """Waveforms through the feature extractor, or checked `input_values`, on the model's device."""
+        if audio is not None and input_values is not None:
+            raise ValueError("Pass either `audio` or `input_values`, not both.")
+        if audio is None and input_values is None:
+            raise ValueError(
+                "Nothing to explain: pass `audio=` (a 1-D waveform or a list of them, with `sampling_rate=` and a "
+                "feature extractor) or model-ready `input_values=`."
+            )
+        if input_values is not None:
+            if sampling_rate is not None:
+                raise ValueError("`sampling_rate` goes with raw `audio`; `input_values` are spectrograms already.")
+            pixels = self.adapter.prepare_input_values(input_values)
+        else:
+            extractor = getattr(self.processor, "feature_extractor", None) or self.processor
+            pixels = self.adapter.prepare_audio(audio, sampling_rate, extractor)
+        return self._on_model_device(pixels)
 
     @property
     def _takes_videos(self) -> bool:
@@ -723,7 +797,8 @@ class LeGradExplainer:
                 "height, width], not `images`."
             )
         if videos is not None and not self._takes_videos:
-            raise ValueError(f"`videos` are for video models; {self._model_name} takes `images`.")
+            modality = self.adapter.spec.modality
+            raise ValueError(f"`videos` are for video models; {self._model_name} takes {modality} inputs.")
         return videos if self._takes_videos else images
 
     def _process_videos(self, videos, image_size):

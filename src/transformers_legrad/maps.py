@@ -1,4 +1,5 @@
-"""Map math after the gradients: token relevance to patch grids, the SigLIP correction, normalization, upsampling.
+"""Map math after the gradients: token relevance to patch grids, the SigLIP correction, normalization, upsampling,
+and an audio map's relevance over time.
 
 A grid is any tuple of token axes: (h, w) patches of an image, (t, h, w) tubelets of a video. Every function takes
 the grid of each input, so inputs whose grids differ (SigLIP 2's NaFlex batches) share one padded tensor: input b's
@@ -145,3 +146,19 @@ def heatmaps_from_grids(
         upsampled = F.interpolate(grid, size=tuple(size), mode=mode, align_corners=False)
         heatmaps[(slice(b, b + 1), slice(None), *_region(size))] = min_max(upsampled, rank=rank)
     return heatmaps
+
+
+def relevance_over_time(heatmaps: torch.Tensor) -> torch.Tensor:
+    """When in a clip each target is: each spectrogram heatmap averaged over its frequency axis.
+
+    Args:
+        heatmaps: [batch, targets, mel bins, time frames] (an audio model's `LeGradOutput.heatmaps`, in [0, 1]).
+
+    Returns:
+        float32 [batch, targets, time frames] in [0, 1]; frame t's time is `LeGradOutput.frame_times[t]`.
+    """
+    if heatmaps.dim() != 4:
+        raise ValueError(
+            f"`heatmaps` must be [batch, targets, mel bins, time frames], got shape {tuple(heatmaps.shape)}."
+        )
+    return heatmaps.float().mean(dim=-2)
