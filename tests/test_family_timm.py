@@ -123,6 +123,26 @@ def test_model_score_and_final_scores_equal_the_reference(name):
     torch.testing.assert_close(out.scores, torch.einsum("bf,bkf->bk", final, directions), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_the_last_blocks_model_readout_is_the_models_own_output(name):
+    """`score="model"` on the last block's tokens is the model's forward (logits, or its normalized pooled
+    feature): the pooling head reads the tokens the model's pool reads (CLS left out where timm leaves it out)."""
+    model, pixel_values = tiny(name).model, processed(name)
+    explainer = LeGradExplainer(model)
+    adapter, pixels = explainer.adapter, explainer.adapter.prepare_pixels(pixel_values)
+    kept = {}
+    handle = adapter.blocks[-1].register_forward_hook(lambda module, args, output: kept.setdefault("tokens", output))
+    with torch.no_grad():
+        output = model(pixel_values=pixel_values)
+    handle.remove()
+    if adapter.explains_pooling_head:
+        readout, _ = adapter.pooling_head_attention(kept["tokens"], pixels, "model")
+    else:
+        readout = adapter.layer_features(kept["tokens"], pixels, "model")
+    own = F.normalize(output.pooler_output, dim=-1) if name in BACKBONES else output.logits
+    torch.testing.assert_close(readout.detach(), own, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["vit_registers", "eva"])
 def test_non_square_inputs_equal_the_reference(name):
     """Models built with `dynamic_img_size=True` take any multiple of the patch: a 6 x 8 grid (RoPE for EVA)."""

@@ -357,6 +357,9 @@ class TimmBackboneAdapter(_TimmAdapter, BackboneAdapter):
                 license="apache-2.0",
                 native_resolution=224,
                 patch_size=16,
+                # counted from timm's architecture on the meta device (the whole checkpoint is the image tower)
+                parameters_millions=93,
+                image_tower_parameters_millions=93,
                 image_size=224,
                 image_size_note="the timm image processor applies the checkpoint's fixed 224 x 224 transform",
             ),
