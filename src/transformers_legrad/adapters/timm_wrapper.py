@@ -56,7 +56,7 @@ TIMM_POOLS = ("token", "avg", "avgmax", "max", "map")
 TIMM_SCORE = (
     "A class's score at block l is the classifier's logit for that class computed from that block's output tokens "
     "with timm's own norms and head, the pool replaced by the mean over all tokens: "
-    "`s^l = head(fc_norm(norm(mean of all tokens)))[class]`. With an attention-pooling head (`global_pool=\"map\"`, "
+    '`s^l = head(fc_norm(norm(mean of all tokens)))[class]`. With an attention-pooling head (`global_pool="map"`, '
     "timm's SigLIP) the head is applied to the block's raw output tokens, `head(fc_norm(attn_pool(Z^l)))`, and the "
     "gradient is taken with respect to the pooling head's attention probabilities."
 )
@@ -65,12 +65,12 @@ TIMM_BACKBONE_SCORE = (
     "image's own normalized pooled embedding) and the model's pooled feature computed from that block's output "
     "tokens with timm's own norms, the pool replaced by the mean over all tokens: "
     "`s^l = <d, normalize(fc_norm(norm(mean of all tokens)))>`. With an attention-pooling head "
-    '(`global_pool="map"`, timm\'s SigLIP) the head is applied to the block\'s raw output tokens, '
+    "(`global_pool=\"map\"`, timm's SigLIP) the head is applied to the block's raw output tokens, "
     "`normalize(fc_norm(attn_pool(Z^l)))`, and the gradient is taken with respect to the pooling head's attention "
     "probabilities."
 )
 TIMM_NOTES = (
-    "- **timm.** Needs the `timm` extra (`pip install \"transformers-legrad[timm]\"`). The timm image processor "
+    '- **timm.** Needs the `timm` extra (`pip install "transformers-legrad[timm]"`). The timm image processor '
     "applies the checkpoint's own fixed transform: explain at other sizes by passing `pixel_values` to a model "
     "built with `dynamic_img_size=True`.",
 )
