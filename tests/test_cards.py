@@ -6,6 +6,7 @@ Hub id swapped for a tiny local model of the same class (no network), on a non-s
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
 from pathlib import Path
@@ -42,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CARDS_DIR = ROOT / "model_cards"
 REGENERATE = "regenerate them with `python -m transformers_legrad.cards model_cards/`"
 BASE_TAGS = ["legrad", "explainability", "saliency", "vision-transformer"]
+TIMM_MISSING = "timm (and torchvision) is not installed: the timm card's tiny model runs in the parity environment"
 
 
 def _card_text(model_id: str) -> str:
@@ -73,6 +75,8 @@ def test_table_rows_are_complete():
 def test_each_table_class_loads_as_a_supported_class_of_its_task(model_class, tiny_by_class):
     """A checkpoint of the row's class loads with that transformers class, LeGrad explains it, and a card made from
     its config alone names the same class and task as the table."""
+    if model_class not in tiny_by_class:
+        pytest.skip(TIMM_MISSING)
     model = getattr(transformers, model_class).from_pretrained(tiny_by_class[model_class].path)
     assert type(model).__name__ == model_class
     adapter = adapter_for(model)
@@ -153,6 +157,8 @@ def test_card_names_the_base_task_and_this_package_usage(model_id):
     assert "arXiv" in text and "2404.03214" in text and "Bousselham" in text and "ICCV" in text
     if entry.base_task == ZERO_SHOT:
         assert "candidate_labels=[" in text and "explainer.explain(images=image, text=[" in text
+    elif ARCHITECTURES[entry.model_class].is_backbone:
+        assert "reference_images=[" in text and "directions=probe" in text and "candidate_labels" not in text
     else:
         assert "top_k=3" in text and "targets=[" in text and "candidate_labels" not in text
     is_siglip = entry.model_class in ("SiglipModel", "Siglip2Model")
@@ -195,7 +201,16 @@ def tiny_by_class(request):
         "Data2VecVisionForImageClassification": tiny_classifiers.make_data2vec_vision(
             **tiny_classifiers.imagenet_like_labels()
         ),
+        **_tiny_timm(),
     }
+
+
+def _tiny_timm() -> dict:
+    if importlib.util.find_spec("timm") is None:
+        return {}
+    import tiny_timm
+
+    return {"TimmWrapperModel": tiny_timm.make_timm("siglip")}
 
 
 _ALREADY_RAN: set[str] = set()  # cards that differ only by id run the same code on the same tiny model
@@ -211,6 +226,8 @@ def _usage_blocks(text: str) -> tuple[list[str], str]:
 @pytest.mark.parametrize("model_id", list(CARD_MODELS))
 def test_card_usage_runs_as_written_on_a_tiny_model(model_id, tiny_by_class, tmp_path, monkeypatch):
     entry = CARD_MODELS[model_id]
+    if entry.model_class not in tiny_by_class:
+        pytest.skip(TIMM_MISSING)
     tiny = tiny_by_class[entry.model_class]
     python_blocks, command = _usage_blocks(_card_text(model_id))
     python_blocks = [block.replace(f'"{model_id}"', f'"{tiny.path}"') for block in python_blocks]
@@ -220,12 +237,15 @@ def test_card_usage_runs_as_written_on_a_tiny_model(model_id, tiny_by_class, tmp
         pytest.skip("same usage code as a card already run")
     monkeypatch.chdir(tmp_path)
     tiny_models.random_image(0, (64, 40)).save("cats.jpg")  # not square: CLIP's center crop cuts its sides
+    tiny_models.random_image(1).save(cards.EXAMPLE_REFERENCE)  # a backbone's direction
 
     for index, block in enumerate(python_blocks):
         namespace = {"__name__": f"card_block_{index}"}
         exec(compile(block, f"<{card_filename(model_id)} python block {index}>", "exec"), namespace)
     overlays = sorted(Path(".").glob("legrad_*.png"))  # the pipeline block saves one overlay per result
-    assert len(overlays) == (len(cards.EXAMPLE_PROMPTS) if entry.base_task == ZERO_SHOT else 3)
+    backbone = ARCHITECTURES[entry.model_class].is_backbone
+    expected = len(cards.EXAMPLE_PROMPTS) if entry.base_task == ZERO_SHOT else 1 if backbone else 3
+    assert len(overlays) == expected  # prompts, one reference, or the top 3 classes
     assert namespace["out"].heatmaps.shape[:2] == (1, 2)  # two prompts, or two target classes
 
     arguments = shlex.split(command)

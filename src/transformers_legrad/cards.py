@@ -509,7 +509,7 @@ def _python_example(entry: CardModel) -> str:
         lines += [
             f'reference = Image.open("{EXAMPLE_REFERENCE}")',
             f"out = explainer.explain(images=image, reference_images=[reference]{size})  # where it shows reference",
-            "probe = torch.randn(2, model.config.hidden_size)  # e.g. a linear probe's rows, a class's mean feature",
+            "probe = torch.randn(2, explainer.adapter.embedding_dim)  # e.g. a linear probe's rows, a class mean",
             f'out = explainer.explain(images=image, directions=probe, labels=["a", "b"]{size})',
             "out.heatmaps  # float32 [images, directions, height, width] in [0, 1], one map per direction",
             "out.scores    # float32 [images, directions]: cosine of the pooled embedding with each direction",
