@@ -250,12 +250,15 @@ class PixelInputs:
         grid_shapes: the (height, width) patch grid of each image, in patches.
         image_sizes: the (height, width) processed size of each image, in pixels.
         valid_tokens: bool [batch, tokens] of real (non-padding) tokens, or None when every token is real.
+        prompts: the tokenized prompts, for a readout that reads them with the image tokens (an adapter whose
+            `reads_prompts` is True, such as BLIP's image-text matching head); None otherwise.
     """
 
     model_kwargs: dict[str, object]
     grid_shapes: list[tuple[int, int]]
     image_sizes: list[tuple[int, int]]
     valid_tokens: torch.Tensor | None = None
+    prompts: TextInputs | None = None
 
     @property
     def batch_size(self) -> int:
@@ -322,7 +325,14 @@ class FamilyAdapter:
     explains_pooling_head: ClassVar[bool] = False
     default_correction: ClassVar[bool] = False
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, **options: object) -> None:
+        # Options are the family's own (`LeGradExplainer(model, processor, **options)`); a subclass that takes some
+        # consumes them in its `__init__`, so any left here are unknown.
+        if options:
+            raise TypeError(
+                f"{type(self).__name__} takes no option {', '.join(map(repr, sorted(options)))}; the explainer "
+                f"passes its extra keywords to the adapter of {type(model).__name__}, which has none by that name."
+            )
         self.model = model
         self.check_structure()
 
@@ -570,6 +580,17 @@ class DualEncoderAdapter(FamilyAdapter):
 
     is_dual_encoder = True
     text_layout: ClassVar[TextLayout | None] = None
+
+    @property
+    def reads_prompts(self) -> bool:
+        """Whether the readout reads the tokenized prompts itself, with the image tokens (BLIP's image-text matching
+        head cross-attends them), instead of comparing one image embedding with text embeddings. The explainer then
+        tokenizes the prompts into `PixelInputs.prompts` and takes their directions from `prompt_directions`."""
+        return False
+
+    def prompt_directions(self, num_prompts: int) -> torch.Tensor:
+        """float32 [prompts, features]: each prompt's direction in readout space when `reads_prompts` is True."""
+        raise NotImplementedError(f"{type(self).__name__} compares image and text embeddings (`reads_prompts` is False).")
 
     def text_pooled_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """long [prompts]: the position of each prompt the text tower pools (its EOS, first or last token)."""
