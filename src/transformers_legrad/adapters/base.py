@@ -590,7 +590,9 @@ class DualEncoderAdapter(FamilyAdapter):
 
     def prompt_directions(self, num_prompts: int) -> torch.Tensor:
         """float32 [prompts, features]: each prompt's direction in readout space when `reads_prompts` is True."""
-        raise NotImplementedError(f"{type(self).__name__} compares image and text embeddings (`reads_prompts` is False).")
+        raise NotImplementedError(
+            f"{type(self).__name__} compares image and text embeddings (`reads_prompts` is False)."
+        )
 
     def text_pooled_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """long [prompts]: the position of each prompt the text tower pools (its EOS, first or last token)."""
