@@ -33,6 +33,7 @@ from transformers_legrad.cards import (
     write_cards,
 )
 
+import tiny_blip
 import tiny_classifiers
 import tiny_clip_layout
 import tiny_models
@@ -193,6 +194,7 @@ def tiny_by_class(request):
         "Data2VecVisionForImageClassification": tiny_classifiers.make_data2vec_vision(
             **tiny_classifiers.imagenet_like_labels()
         ),
+        "BlipForImageTextRetrieval": tiny_blip.make_blip(),
     }
 
 

@@ -130,6 +130,7 @@ class FamilySpec:
         native_resolution: whether the config's `image_size` is the checkpoint's native input size (False for
             NaFlex models, which take any aspect ratio).
         score_definition: the card's sentence defining a prompt's or class's score at block l.
+        scores_name: what `LeGradOutput.scores` holds for a dual encoder, as the card's example names it.
         reading_notes: the card's family-specific bullets under "How to read the maps".
         checkpoints: the family's Hub checkpoints that get a generated model card.
     """
@@ -152,6 +153,7 @@ class FamilySpec:
     register_tokens: str | None = None
     native_resolution: bool = True
     score_definition: str = ""
+    scores_name: str = "logits_per_image"
     reading_notes: tuple[str, ...] = ()
     checkpoints: tuple[HubCheckpoint, ...] = ()
 

@@ -53,6 +53,7 @@ class BlipRetrievalAdapter(DualEncoderAdapter):
             "normalize(vision_proj(post_layernorm(mean of all tokens)))>`, where `t` is the prompt's normalized "
             "`text_proj` embedding."
         ),
+        scores_name="the match logit (with `use_itm_head=False`: the cosine)",
         reading_notes=(
             "- **Processor geometry.** BLIP's processor resizes the image to a square without cropping: a non-square "
             "image is squeezed for the model and its maps are stretched back to the original shape.",
