@@ -35,6 +35,7 @@ from transformers_legrad.cards import (
 )
 
 import tiny_aimv2
+import tiny_blip
 import tiny_classifiers
 import tiny_clip_layout
 import tiny_models
@@ -202,6 +203,7 @@ def tiny_by_class(request):
             **tiny_classifiers.imagenet_like_labels()
         ),
         **_tiny_timm(),
+        "BlipForImageTextRetrieval": tiny_blip.make_blip(),
     }
 
 

@@ -406,6 +406,8 @@ def _scope_note(entry: CardModel) -> str:
             '`LeGradExplainer(model, processor, score="model")` uses the model\'s own pooling at every block instead. '
             "A direction must live in the model's pooled feature space (its final, normalized CLS or pooled feature)."
         )
+    if entry.architecture.is_dual_encoder and not _has_text_side(entry.architecture):
+        return "- The maps explain the image tower (LeGrad differentiates the vision transformer's attention)."
     if entry.architecture.is_dual_encoder:
         return (
             "- The maps explain the image tower (LeGrad differentiates the vision transformer's attention). Which "
@@ -418,6 +420,11 @@ def _scope_note(entry: CardModel) -> str:
         "head), not the model's own pooling (such as the CLS token); "
         '`LeGradExplainer(model, processor, score="model")` uses the model\'s own pooling at every block instead.'
     )
+
+
+def _has_text_side(spec: FamilySpec) -> bool:
+    """Whether the family's adapter explains its text tower too (`text_layout`, `explain(..., text_relevance=True)`)."""
+    return any(getattr(a, "text_layout", None) is not None for a in registry.registered_adapters() if a.spec is spec)
 
 
 def _method_note(entry: CardModel) -> str:
@@ -519,7 +526,7 @@ def _python_example(entry: CardModel) -> str:
         lines += [
             f"out = explainer.explain(images=image, text=[{prompts}]{size})",
             "out.heatmaps  # float32 [images, prompts, height, width] in [0, 1], one map per prompt",
-            "out.scores    # float32 [images, prompts]: logits_per_image",
+            f"out.scores    # float32 [images, prompts]: {architecture.scores_name}",
         ]
     else:
         lines += [

@@ -161,6 +161,9 @@ class LeGradExplainer:
             the pooling head on raw block outputs for SigLIP) or "model" (the model's own pooling at every layer).
             On the localization benchmark (benchmarks/localization.md) "legrad" wins every metric on CLIP and the
             deletion test on a ViT classifier, where "model" localizes better.
+        **adapter_options: options of the model's family, passed to its adapter: BLIP's `use_itm_head` (True,
+            the default as in `BlipForImageTextRetrieval.forward`: the image-text matching head; False: the
+            image-text cosine). A family without such an option raises a TypeError naming it.
 
     Example:
         >>> from transformers import AutoProcessor, CLIPModel
@@ -171,8 +174,16 @@ class LeGradExplainer:
         >>> out.heatmaps.shape  # [1 image, 2 prompts, 224, 224]
     """
 
-    def __init__(self, model: nn.Module, processor=None, layers: LayerSpec = None, *, score: str = "legrad"):
-        self.adapter: FamilyAdapter = adapter_for(model)
+    def __init__(
+        self,
+        model: nn.Module,
+        processor=None,
+        layers: LayerSpec = None,
+        *,
+        score: str = "legrad",
+        **adapter_options: object,
+    ):
+        self.adapter: FamilyAdapter = adapter_for(model, **adapter_options)
         self.model = model
         self.processor = processor
         self.layers = layers
@@ -425,8 +436,10 @@ class LeGradExplainer:
                     f"`targets` and `top_k` are for image classifiers; {self._model_name} takes `text` prompts."
                 )
             directions, labels = self._prompt_directions(text, text_embeds)
+            prompts = self._tokenize(labels) if adapter.reads_prompts else None
             null_direction = self._null_direction(null_text_embeds) if null_prompt else None
             pixels = self._pixel_inputs(images, pixel_values, image_size, pixel_attention_mask, spatial_shapes)
+            pixels.prompts = prompts
             return ExplanationRequest(pixels, directions, labels, null_direction=null_direction)
         if text is not None or text_embeds is not None:
             raise ValueError(
@@ -565,6 +578,11 @@ class LeGradExplainer:
             raise ValueError(
                 f"{self._model_name} explains text prompts: pass `text=[...]` (with a processor) or `text_embeds`."
             )
+        if text_embeds is not None and self.adapter.reads_prompts:
+            raise ValueError(
+                f"{self._model_name}'s readout, as configured, reads each prompt's tokens with the image tokens, so it "
+                "takes `text=[...]` (with a processor), not `text_embeds`."
+            )
         if text_embeds is not None:
             directions = self._validate_embeddings(text_embeds, "text_embeds")
             return directions, [f"prompt {k}" for k in range(directions.shape[0])]
@@ -579,6 +597,8 @@ class LeGradExplainer:
         for prompt in prompts:
             if not isinstance(prompt, str):
                 raise TypeError(f"`text` must hold strings, got {type(prompt).__name__}: {prompt!r}.")
+        if self.adapter.reads_prompts:
+            return self.adapter.prompt_directions(len(prompts)), prompts
         return self._encode_text(prompts), prompts
 
     def _null_direction(self, null_text_embeds) -> torch.Tensor:
@@ -628,14 +648,24 @@ class LeGradExplainer:
             self.processor if callable(getattr(self.processor, "encode", None)) else None
         )
 
-    def _encode_text(self, prompts: list[str]) -> torch.Tensor:
+    def _prompt_tokenizer(self):
+        """The tokenizer and the keyword arguments the family's text tower wants (prompts need one)."""
         tokenizer = self._tokenizer
         if tokenizer is None:
             raise ValueError(
                 "Text prompts need a processor with a tokenizer: `LeGradExplainer(model, "
                 "AutoProcessor.from_pretrained(model_id))`, or pass `text_embeds` instead of `text`."
             )
-        kwargs = self.adapter.tokenizer_kwargs(tokenizer)
+        return tokenizer, self.adapter.tokenizer_kwargs(tokenizer)
+
+    def _tokenize(self, prompts: list[str]) -> TextInputs:
+        """All prompts in one encoding, for a readout that reads them itself (`adapter.reads_prompts`)."""
+        tokenizer, kwargs = self._prompt_tokenizer()
+        self._warn_about_truncation(tokenizer, prompts, kwargs["max_length"])
+        return TextInputs.from_encoding(tokenizer(prompts, return_tensors="pt", **kwargs))
+
+    def _encode_text(self, prompts: list[str]) -> torch.Tensor:
+        tokenizer, kwargs = self._prompt_tokenizer()
         self._warn_about_truncation(tokenizer, prompts, kwargs["max_length"])
         embeddings = []
         with torch.no_grad(), eval_mode(self.model):

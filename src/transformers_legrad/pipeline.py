@@ -289,11 +289,12 @@ def _warn_about_a_new_head(model) -> None:
         )
 
 
-class _BackboneCheckpoint:
-    """Loads a checkpoint whose config names a served backbone class (`Dinov2Model`, `ViTModel`, ...) as that
-    class, before the Auto classes try: `AutoModelForImageClassification` would load a `Dinov2Model` checkpoint as
-    `Dinov2ForImageClassification` with a new, untrained head. Any other checkpoint is refused here (ValueError),
-    and transformers' loader goes on to the Auto classes as before."""
+class _SavedClassCheckpoint:
+    """Loads a checkpoint whose config names a served class as that class, before the Auto classes try: they map a
+    model type to one class per task, not always the saved one. `AutoModelForImageClassification` would load a
+    `Dinov2Model` checkpoint as `Dinov2ForImageClassification` with a new, untrained head, and
+    `AutoModelForZeroShotImageClassification` a `BlipForImageTextRetrieval` one as `BlipModel`. Any other checkpoint
+    is refused here (ValueError), and transformers' loader goes on to the Auto classes as before."""
 
     _HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "subfolder")
 
@@ -303,17 +304,16 @@ class _BackboneCheckpoint:
         config, _ = transformers.PretrainedConfig.get_config_dict(model, **hub)
         served = registry.served_classes()
         for name in config.get("architectures") or ():
-            spec = served.get(name)
-            if spec is not None and spec.is_backbone and hasattr(transformers, name):
+            if name in served and hasattr(transformers, name):
                 return getattr(transformers, name).from_pretrained(model, **kwargs)
-        raise ValueError(f"{model} is not a backbone checkpoint; it loads through the Auto classes.")
+        raise ValueError(f"{model} names no class the package serves; it loads through the Auto classes.")
 
 
 def register_pipeline() -> None:
     """Register the task for every Auto class of the registered families (zero-shot first, so a CLIP/SigLIP
-    checkpoint loads as a dual encoder; backbone checkpoints load as the backbone class their config names, and
+    checkpoint loads as a dual encoder; checkpoints load as the served class their config names, and
     `AutoModel` comes last). Called again after `register_adapter`, it updates the classes in place."""
-    pt_model = (_BackboneCheckpoint, *(getattr(transformers, name) for name in registry.auto_classes()))
+    pt_model = (_SavedClassCheckpoint, *(getattr(transformers, name) for name in registry.auto_classes()))
     registered = PIPELINE_REGISTRY.supported_tasks.get(TASK)
     if registered is not None and registered["impl"] is LeGradExplanationPipeline:
         registered["pt"] = pt_model

@@ -132,6 +132,7 @@ class FamilySpec:
         native_resolution: whether the config's `image_size` is the checkpoint's native input size (False for
             NaFlex models, which take any aspect ratio).
         score_definition: the card's sentence defining a prompt's or class's score at block l.
+        scores_name: what `LeGradOutput.scores` holds for a dual encoder, as the card's example names it.
         reading_notes: the card's family-specific bullets under "How to read the maps".
         checkpoints: the family's Hub checkpoints that get a generated model card.
     """
@@ -155,6 +156,7 @@ class FamilySpec:
     register_tokens: str | None = None
     native_resolution: bool = True
     score_definition: str = ""
+    scores_name: str = "logits_per_image"
     reading_notes: tuple[str, ...] = ()
     checkpoints: tuple[HubCheckpoint, ...] = ()
 
@@ -255,12 +257,15 @@ class PixelInputs:
         image_sizes: the processed size of each input along the same axes: (height, width) pixels of an image,
             (frames, height, width) of a video.
         valid_tokens: bool [batch, tokens] of real (non-padding) tokens, or None when every token is real.
+        prompts: the tokenized prompts, for a readout that reads them with the image tokens (an adapter whose
+            `reads_prompts` is True, such as BLIP's image-text matching head); None otherwise.
     """
 
     model_kwargs: dict[str, object]
     grid_shapes: list[tuple[int, ...]]
     image_sizes: list[tuple[int, ...]]
     valid_tokens: torch.Tensor | None = None
+    prompts: TextInputs | None = None
 
     @property
     def batch_size(self) -> int:
@@ -327,7 +332,14 @@ class FamilyAdapter:
     explains_pooling_head: ClassVar[bool] = False
     default_correction: ClassVar[bool] = False
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, **options: object) -> None:
+        # Options are the family's own (`LeGradExplainer(model, processor, **options)`); a subclass that takes some
+        # consumes them in its `__init__`, so any left here are unknown.
+        if options:
+            raise TypeError(
+                f"{type(self).__name__} takes no option {', '.join(map(repr, sorted(options)))}; the explainer "
+                f"passes its extra keywords to the adapter of {type(model).__name__}, which has none by that name."
+            )
         self.model = model
         self.check_structure()
 
@@ -575,6 +587,19 @@ class DualEncoderAdapter(FamilyAdapter):
 
     is_dual_encoder = True
     text_layout: ClassVar[TextLayout | None] = None
+
+    @property
+    def reads_prompts(self) -> bool:
+        """Whether the readout reads the tokenized prompts itself, with the image tokens (BLIP's image-text matching
+        head cross-attends them), instead of comparing one image embedding with text embeddings. The explainer then
+        tokenizes the prompts into `PixelInputs.prompts` and takes their directions from `prompt_directions`."""
+        return False
+
+    def prompt_directions(self, num_prompts: int) -> torch.Tensor:
+        """float32 [prompts, features]: each prompt's direction in readout space when `reads_prompts` is True."""
+        raise NotImplementedError(
+            f"{type(self).__name__} compares image and text embeddings (`reads_prompts` is False)."
+        )
 
     def text_pooled_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """long [prompts]: the position of each prompt the text tower pools (its EOS, first or last token)."""

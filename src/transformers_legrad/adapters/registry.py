@@ -93,8 +93,9 @@ def adapter_class_for(model_class: type) -> type[FamilyAdapter] | None:
     return None
 
 
-def adapter_for(model: nn.Module) -> FamilyAdapter:
-    """The adapter for `model`'s class (or the nearest supported base class in its MRO).
+def adapter_for(model: nn.Module, **options: object) -> FamilyAdapter:
+    """The adapter for `model`'s class (or the nearest supported base class in its MRO), built with the family's
+    `options` (BLIP: `use_itm_head`).
 
     Raises:
         TypeError: the model's class is not supported (the message lists the supported classes), or the adapter's
@@ -108,7 +109,7 @@ def adapter_for(model: nn.Module) -> FamilyAdapter:
             "`CLIPModel.from_pretrained(...)` rather than a vision-only or text-only class), or describe its "
             "family with `transformers_legrad.register_adapter` (README: 'Adding a model family')."
         )
-    return adapter(model)
+    return adapter(model, **options)
 
 
 def families() -> dict[str, FamilySpec]:
