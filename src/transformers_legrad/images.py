@@ -102,15 +102,24 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or array.size == 0:
         raise ValueError(f"an image array must be [height, width] or [height, width, 3|4], got {array.shape}")
-    if array.dtype != np.uint8:
-        if array.dtype == bool:
-            array = array.astype(np.uint8) * 255
-        elif not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
-            raise ValueError("an image array must hold finite numbers")
-        else:
-            scale = 255.0 if array.max() <= 1.0 and array.min() >= 0.0 else 1.0
-            array = np.clip(np.rint(array.astype(np.float64) * scale), 0, 255).astype(np.uint8)
-    return Image.fromarray(np.ascontiguousarray(array))
+    return Image.fromarray(np.ascontiguousarray(pixels_to_uint8(array)))
+
+
+def pixels_to_uint8(array: np.ndarray) -> np.ndarray:
+    """Pixel values as uint8: uint8 as they are, booleans as 0/255, other numbers in [0, 1] scaled by 255, otherwise
+    taken in [0, 255] (clipped); decided once for the whole array (all frames of a video alike).
+
+    Raises:
+        ValueError: the array holds something other than finite numbers.
+    """
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+        raise ValueError("an image array must hold finite numbers")
+    scale = 255.0 if array.max() <= 1.0 and array.min() >= 0.0 else 1.0
+    return np.clip(np.rint(array.astype(np.float64) * scale), 0, 255).astype(np.uint8)
 
 
 def _unpremultiply_la(image: Image.Image) -> Image.Image:
