@@ -57,10 +57,11 @@ def test_export_of_a_local_folder_needs_its_hub_id(clip, tmp_path, capsys):
 @pytest.mark.parametrize(
     "family, auto_class",
     [
-        ("clip", "AutoModelForZeroShotImageClassification"),
-        ("vit", "AutoModelForImageClassification"),
-        ("dinov2", "AutoModel"),
-        ("aimv2", "AutoModel"),  # a dual encoder that transformers maps to no zero-shot Auto class
+        ("clip", "CLIPModel"),
+        ("vit", "ViTForImageClassification"),
+        ("dinov2", "Dinov2Model"),
+        ("aimv2", "Aimv2Model"),  # a dual encoder that transformers maps to no zero-shot Auto class
+        ("blip", "BlipForImageTextRetrieval"),  # the zero-shot Auto class would load it as BlipModel
     ],
 )
 def test_the_exported_pipeline_loads_with_its_own_family_auto_class_only(family, auto_class, request, tmp_path):
@@ -71,8 +72,9 @@ def test_the_exported_pipeline_loads_with_its_own_family_auto_class_only(family,
 
     from tiny_aimv2 import make_aimv2
     from tiny_backbones import make_backbone
+    from tiny_blip import make_blip
 
-    factories = {"dinov2": lambda: make_backbone("dinov2"), "aimv2": make_aimv2}
+    factories = {"dinov2": lambda: make_backbone("dinov2"), "aimv2": make_aimv2, "blip": make_blip}
     tiny = factories[family]() if family in factories else request.getfixturevalue(family)
     pipe = pipeline("legrad-explanation", model=tiny.path)
     out = export_pipeline(pipe, tmp_path / "exported", model_id="me/tiny")

@@ -53,12 +53,21 @@ def export_pipeline(pipe, out: str | Path, model_id: str) -> Path:
     config["custom_pipelines"] = {
         CUSTOM_TASK: {
             "impl": f"{PIPELINE_MODULE}.LeGradExplanationPipeline",
-            # Only the model's own family's Auto class: a backbone folder (`Dinov2Model`) must not load through
-            # `AutoModelForImageClassification`, which would add an untrained head.
-            "pt": [pipe.explainer.adapter.spec.auto_class],
+            # The model's own class (or, for a class transformers does not know, its family's Auto class): a
+            # backbone folder (`Dinov2Model`) must not load through `AutoModelForImageClassification`, which would
+            # add an untrained head, nor a `BlipForImageTextRetrieval` folder through an Auto class (`BlipModel`).
+            "pt": [_loading_class(pipe)],
             "type": "image",
         }
     }
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (folder / "README.md").write_text(card)
     return folder
+
+
+def _loading_class(pipe) -> str:
+    """The transformers class that loads the exported folder: the model's own, else its family's Auto class."""
+    import transformers
+
+    name = type(pipe.model).__name__
+    return name if getattr(transformers, name, None) is type(pipe.model) else pipe.explainer.adapter.spec.auto_class
