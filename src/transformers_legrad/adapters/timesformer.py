@@ -80,7 +80,7 @@ class TimesformerClassifierAdapter(VivitClassifierAdapter):
         if attention_type != "divided_space_time":
             raise TypeError(
                 f"{type(model).__name__} with attention_type={attention_type!r} is not explained: only "
-                "'divided_space_time' (every published TimeSformer checkpoint) is."
+                "'divided_space_time' (TimesformerConfig's default) is."
             )
         self.explained_attention = attention
         super().__init__(model)
