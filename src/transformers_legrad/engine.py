@@ -340,6 +340,14 @@ def _prompt_chunk_relevance(
     return relevance / scale
 
 
+def _relevance_as_tokens(adapter: FamilyAdapter, relevance: torch.Tensor, pixels: PixelInputs) -> torch.Tensor:
+    """[batch, prompts, tokens] from the reduction's [sequences, prompts, keys]: the adapter's layout, if it has one
+    (`FamilyAdapter.attention_relevance_to_tokens`; a trunk without it, such as a text tower, has one sequence per
+    input)."""
+    to_tokens = getattr(adapter, "attention_relevance_to_tokens", None)
+    return relevance if to_tokens is None else to_tokens(relevance, pixels)
+
+
 def layer_relevance(
     adapter: FamilyAdapter,
     capture: TrunkCapture,
@@ -365,7 +373,9 @@ def layer_relevance(
             (`reduce_attention_gradient`); None: all of them (a vision trunk).
 
     Returns:
-        float32 [batch, prompts, layers, tokens].
+        float32 [batch, prompts, layers, tokens], each layer's relevance laid out by the adapter's
+        `attention_relevance_to_tokens` (the identity unless the explained attention runs over several sequences
+        per input).
     """
     per_layer = []
     scale = HALF_PRECISION_GRADIENT_SCALE if adapter.input_dtype == torch.float16 else 1.0
@@ -394,5 +404,5 @@ def layer_relevance(
                 dim=1,
             )
         del readout, state, handle
-        per_layer.append(relevance.to(directions.device))
+        per_layer.append(_relevance_as_tokens(adapter, relevance, pixels).to(directions.device))
     return torch.stack(per_layer, dim=2)

@@ -445,6 +445,24 @@ class FamilyAdapter:
             return projected[..., 2 * (projected.shape[-1] // 3) :]
         return projected
 
+    def attention_relevance_to_tokens(self, relevance: torch.Tensor, pixels: PixelInputs) -> torch.Tensor:
+        """Lay the reduced relevance of the explained attention out as [batch, prompts, tokens] for `maps`.
+
+        The default is the identity: one attention sequence per input, its keys the input's tokens in grid order
+        after the prefix tokens. A family whose explained attention runs over several sequences per input (one per
+        frame of a video) or whose tokens are in another order overrides this.
+
+        Args:
+            relevance: float32 [sequences, prompts, keys], `engine.reduce_attention_gradient`'s output, one row per
+                sequence the explained attention ran over (the batch of its context and V).
+            pixels: the inputs the trunk ran on.
+
+        Returns:
+            float32 [batch, prompts, prefix tokens + tokens of the grid], the grid's tokens row-major as
+            `maps.tokens_to_grids` lays them out.
+        """
+        return relevance
+
     def value_width(self, projected_width: int) -> int:
         """The width of `attention_values` for a V of `projected_width` features (grouped-query attention widens it)."""
         return projected_width

@@ -17,13 +17,11 @@ Both models have fixed position embeddings for `config.num_frames` frames of `co
 are sinusoidal of a fixed length, ViViT's interpolation assumes a square grid of one frame), so they are explained
 at exactly that input; other sizes get an error naming the expected one.
 
-TimeSformer (`TimesformerForVideoClassification`) is not explained here. Its divided space-time blocks hold two
-attentions, a temporal one over each patch's frames and then a spatial one over each frame's patches (with a copy
-of the CLS token per frame), and its tokens are ordered [height, width, time]. The gradient w.r.t. each of them is
-exactly computable, but LeGrad defines one attention map per block, and how a temporal relevance per frame and a
-spatial map per frame combine into that block's map is a choice the method does not make; the engine also takes
-one attention per block over one sequence per input, while TimeSformer's spatial attention runs over
-batch x frames sequences. Explaining it means deciding that combination first.
+TimeSformer (`TimesformerForVideoClassification`) has its own adapter (`adapters/timesformer.py`): its divided
+space-time blocks hold two attentions, a temporal one over each patch position's frames and then a spatial one over
+each frame's patches (with a copy of the CLS token per frame), and its tokens are ordered [height, width, frame].
+LeGrad's rule is applied to one of them as it is, chosen with `attention="spatial"` (per-frame maps, the default)
+or `attention="temporal"` (the relevance of each frame per patch position); the two are never combined.
 """
 
 from __future__ import annotations
