@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import VivitConfig, VivitForVideoClassification
 
 from transformers_legrad import LeGradExplainer, maps
 from transformers_legrad.adapters.video import VideoMAEClassifierAdapter, VivitClassifierAdapter
@@ -28,7 +27,17 @@ from reference_video import layer_logits, reference_layer_maps
 from test_engine import assert_same_state, model_state
 from test_exact import assert_raw_maps_match
 from tiny_models import make_vit, random_image
-from tiny_video import FRAME_SIZE, NUM_FRAMES, NUM_LAYERS, random_clip
+from tiny_video import (
+    FRAME_SIZE,
+    NUM_FRAMES,
+    NUM_LAYERS,
+    SQUARE_FRAMES,
+    SQUARE_PATCH,
+    SQUARE_SIZE,
+    brightness_vivit,
+    moving_square,
+    random_clip,
+)
 
 FAMILIES = ["videomae", "videomae_first_token", "vivit"]
 ADAPTERS = {
@@ -224,80 +233,7 @@ def test_the_model_is_left_untouched(family, score, request):
     assert_same_state(before, model_state(model))
 
 
-# --- a known answer: a bright square moving through noise ---------------------------------------------------------
-SQUARE_FRAMES, SQUARE_SIZE, SQUARE_PATCH, SQUARE_TUBELET = 8, 48, 8, 2
-
-
-def brightness_vivit() -> VivitForVideoClassification:
-    """A 2-block ViViT whose class 0 reads how bright each tubelet is, with weights constructed by hand.
-
-    The tubelet embedding writes the tubelet's mean pixel value, scaled, into +feature 0 and -feature 1, plus a
-    constant in feature 2 (so the first layernorm keeps the brightness instead of only its sign); each head's first
-    value feature is feature 0 - feature 1 of the normalized token, which the output projection writes into feature
-    3; the MLPs are off, and class 0's row of the classifier is feature 3. Queries and keys stay random: under the
-    token-mean readout the map does not depend on them. LeGrad's map of class 0 then grows with each tubelet's
-    brightness, and nothing else in the weights says where the square is.
-    """
-    config = VivitConfig(
-        image_size=SQUARE_SIZE,
-        num_frames=SQUARE_FRAMES,
-        tubelet_size=[SQUARE_TUBELET, SQUARE_PATCH, SQUARE_PATCH],
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        num_labels=2,
-    )
-    torch.manual_seed(0)
-    model = VivitForVideoClassification(config).eval()
-    head_dim = config.hidden_size // config.num_attention_heads
-    with torch.no_grad():
-        projection = model.vivit.embeddings.patch_embeddings.projection
-        projection.weight.zero_()
-        projection.bias.zero_()
-        pixels_per_tubelet = 3 * SQUARE_TUBELET * SQUARE_PATCH * SQUARE_PATCH
-        projection.weight[0] = 10.0 / pixels_per_tubelet
-        projection.weight[1] = -10.0 / pixels_per_tubelet
-        projection.bias[2] = 1.0
-        model.vivit.embeddings.cls_token.zero_()
-        model.vivit.embeddings.position_embeddings.zero_()
-        for layer in model.vivit.layers:
-            attention = layer.attention
-            attention.v_proj.weight.zero_()
-            attention.v_proj.bias.zero_()
-            attention.o_proj.weight.zero_()
-            attention.o_proj.bias.zero_()
-            for head in range(config.num_attention_heads):
-                attention.v_proj.weight[head * head_dim, 0] = 1.0
-                attention.v_proj.weight[head * head_dim, 1] = -1.0
-                attention.o_proj.weight[3, head * head_dim] = 1.0
-            layer.mlp.fc2.weight.zero_()
-            layer.mlp.fc2.bias.zero_()
-        model.classifier.weight.zero_()
-        model.classifier.bias.zero_()
-        model.classifier.weight[0, 3] = 1.0
-        model.classifier.weight[1, 3] = -1.0
-    return model
-
-
-def moving_square(seed: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """A clip [frames, 3, H, W] of uniform noise in [-1, 1] with a square of +1 (as bright as the brightest noise)
-    one patch wide, stepping one patch in a random direction every tubelet; and its (row, column) patch per frame."""
-    rng = np.random.default_rng(seed)
-    cells = SQUARE_SIZE // SQUARE_PATCH
-    clip = rng.uniform(-1, 1, (SQUARE_FRAMES, 3, SQUARE_SIZE, SQUARE_SIZE)).astype(np.float32)
-    row, column = rng.integers(1, cells - 1, 2)
-    step = rng.choice([-1, 1], 2)
-    positions = []
-    for frame in range(SQUARE_FRAMES):
-        if frame and frame % SQUARE_TUBELET == 0:
-            row, column = np.clip(row + step[0], 0, cells - 1), np.clip(column + step[1], 0, cells - 1)
-        top, left = row * SQUARE_PATCH, column * SQUARE_PATCH
-        clip[frame, :, top : top + SQUARE_PATCH, left : left + SQUARE_PATCH] = 1.0
-        positions.append((int(row), int(column)))
-    return torch.from_numpy(clip), positions
-
-
+# --- a known answer: a bright square moving through noise (tiny_video.brightness_vivit) ------------------------
 def test_the_map_of_each_frame_peaks_on_a_moving_square():
     model = brightness_vivit()
     clips, positions = zip(*(moving_square(seed) for seed in range(8)), strict=True)
