@@ -296,6 +296,7 @@ def test_the_package_families_come_from_their_specs():
     assert registry.auto_classes() == (
         "AutoModelForZeroShotImageClassification",
         "AutoModelForImageClassification",
+        "AutoModelForZeroShotObjectDetection",
         "AutoModel",
     )
     assert registry.default_class("siglip2") == "Siglip2Model" and registry.default_class("vit") is None

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import engine, maps, text_side
+from . import detection, engine, maps, text_side
 from .adapters import FamilyAdapter, PixelInputs, TextInputs, adapter_for
 from .engine import eval_mode, layer_relevance, run_trunk
 from .images import load as load_image
@@ -77,6 +77,12 @@ class LeGradOutput:
         word_relevance: with `text_relevance=True`: per image, per prompt, (word, relevance) pairs in prompt
             order: the tokenizer's own words (`word_ids`; a slow tokenizer's sub-word markers), pieces summed.
         explained_text_layers: the explained text block indices, ascending (with `text_relevance=True`).
+        boxes: detectors: float32 [batch, maps, 4], the explained box of each map as (xmin, ymin, xmax, ymax) in
+            the processed image's pixels; `scores` are then the boxes' logits for the map's query, `probabilities`
+            their detection scores (the sigmoid, as `zero-shot-object-detection` reports it) and `target_ids`
+            the query of each map. Images with fewer maps than the batch's most (`threshold=`) are padded: a
+            padding map has box index -1, box 0, score and probability 0, label "" and an all-zero map.
+        box_indices: detectors: long [batch, maps], the patch whose box each map explains (-1 on padding maps).
     """
 
     heatmaps: torch.Tensor
@@ -93,6 +99,8 @@ class LeGradOutput:
     text_tokens: list[list[text_side.Token]] | None = None
     word_relevance: list[list[list[tuple[str, float]]]] | None = None
     explained_text_layers: list[int] | None = None
+    boxes: torch.Tensor | None = None
+    box_indices: torch.Tensor | None = None
 
     @property
     def num_prompts(self) -> int:
@@ -187,6 +195,8 @@ class LeGradExplainer:
         labels: Sequence[str] | None = None,
         text_relevance: bool = False,
         text_layers: LayerSpec = None,
+        boxes=None,
+        threshold: float | None = None,
     ) -> LeGradOutput:
         """Explain where each prompt (or class, or direction) is grounded in each image.
 
@@ -214,6 +224,10 @@ class LeGradExplainer:
             text_relevance: dual encoders with `text`: also explain which tokens and words of each prompt make
                 it match each image (LeGrad on the text tower along each image's embedding; `text_side.py`).
             text_layers: the explained text blocks, in the forms of `layers` (default: the last 2).
+            boxes: detectors (OWL-ViT, OWLv2): the box (patch) index to explain per query, [queries] for every
+                image or [batch, queries]; default: each query's highest-scoring box.
+            threshold: detectors, instead of `boxes`: explain every (box, query) pair whose detection score (the
+                sigmoid of its logit) is above it, highest first (see `LeGradOutput.boxes` for the padding).
 
         Returns:
             LeGradOutput with heatmaps [batch, prompts, height, width] and grid_maps [batch, prompts, h, w].
@@ -242,6 +256,8 @@ class LeGradExplainer:
             directions=directions,
             reference_images=reference_images,
             labels=labels,
+            boxes=boxes,
+            threshold=threshold,
         )
         pixels = request.pixels
 
@@ -258,6 +274,7 @@ class LeGradExplainer:
             scores = adapter.final_scores(capture.image_features, batch_directions[:, :num_prompts])
             probabilities = adapter.probabilities(capture.image_features, batch_directions[:, :num_prompts], scores)
             words = self._explain_text(labels, capture.image_features, text_blocks) if text_relevance else {}
+            boxes_found = detection.detection_fields(batch_directions, pixels) if adapter.is_detector else {}
 
         layer_grids = maps.tokens_to_grids(relevance, adapter.num_prefix_tokens, pixels.grid_shapes)
         grid_maps = layer_grids.sum(dim=2)
@@ -279,6 +296,7 @@ class LeGradExplainer:
             image_sizes=list(pixels.image_sizes),
             target_ids=target_ids,
             **words,
+            **boxes_found,
         )
 
     __call__ = explain
@@ -334,6 +352,8 @@ class LeGradExplainer:
         directions: torch.Tensor | None = None,
         reference_images=None,
         labels: Sequence[str] | None = None,
+        boxes=None,
+        threshold: float | None = None,
     ) -> ExplanationRequest:
         """Validate an explanation's inputs and make them model-ready, without running the vision trunk.
 
@@ -344,7 +364,7 @@ class LeGradExplainer:
 
         Args:
             images, text, pixel_values, text_embeds, targets, top_k, image_size, pixel_attention_mask,
-                spatial_shapes, directions, reference_images, labels: as for `explain`.
+                spatial_shapes, directions, reference_images, labels, boxes, threshold: as for `explain`.
             null_prompt: dual encoders: also encode SigLIP's null prompt (`NULL_PROMPT`, or `null_text_embeds`)
                 into `request.null_direction`, for LeGrad's correction; the request itself does not apply it.
             null_text_embeds: with `null_prompt`, the null prompt's [1, dim] embedding instead of the processor.
@@ -361,6 +381,26 @@ class LeGradExplainer:
         adapter = self.adapter
         if null_text_embeds is not None and not null_prompt:
             raise ValueError("`null_text_embeds` is the null prompt's embedding: pass it with `null_prompt=True`.")
+        if (boxes is not None or threshold is not None) and not adapter.is_detector:
+            raise ValueError(
+                f"`boxes` and `threshold` choose the detections an open-vocabulary detector explains (OWL-ViT, "
+                f"OWLv2); {self._model_name} is not one."
+            )
+        if adapter.is_detector:
+            if (
+                any(value is not None for value in (targets, top_k, directions, reference_images, labels))
+                or null_prompt
+            ):
+                raise ValueError(
+                    f"{self._model_name} is an open-vocabulary detector: it explains `text` queries (with `boxes` "
+                    "or `threshold`), not `targets`, `top_k`, `directions`, `reference_images`, `labels` or a "
+                    "null prompt."
+                )
+            queries, labels = self._prompt_directions(text, text_embeds)
+            pixels = self._pixel_inputs(images, pixel_values, image_size, pixel_attention_mask, spatial_shapes)
+            pixels.queries = queries
+            selection = detection.detection_request(boxes, threshold, pixels, len(labels))
+            return ExplanationRequest(pixels, labels=labels, detections=selection)
         if adapter.is_backbone:
             self._refuse_for_backbones(text, text_embeds, targets, top_k, null_prompt)
             directions, labels = self._backbone_directions(directions, reference_images, labels, image_size)

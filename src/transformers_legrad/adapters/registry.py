@@ -150,7 +150,8 @@ def auto_classes() -> tuple[str, ...]:
     CLIP checkpoint then loads as a dual encoder rather than through another head), backbones' `AutoModel` last, as
     it loads nearly any checkpoint."""
     tasks = {adapter.spec.base_task for adapter in _ADAPTERS}
-    return tuple(dict.fromkeys(auto_class for task, (auto_class, _) in TASK_LOADERS.items() if task in tasks))
+    ordered = sorted(TASK_LOADERS, key=lambda task: task == FEATURE_EXTRACTION)  # stable: `AutoModel` last
+    return tuple(dict.fromkeys(TASK_LOADERS[task][0] for task in ordered if task in tasks))
 
 
 def _check_adapter(adapter) -> None:

@@ -1,0 +1,186 @@
+"""OWL-ViT and OWLv2 detections: exact maps against an independent reference, which boxes are explained (highest,
+`boxes=`, `threshold=` with padding), the model's own scores and boxes, bf16, and errors."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from transformers_legrad import LeGradExplainer
+from transformers_legrad.detection import PADDING
+
+from reference_owl import reference_detection_maps
+from test_exact import assert_raw_maps_match
+from tiny_models import random_image
+from tiny_owl import NUM_LAYERS, OWLV2_IMAGE_SIZE, make_owlv2, make_owlvit
+
+FAMILIES = {"owlvit": (make_owlvit, (60, 40)), "owlv2": (make_owlv2, (OWLV2_IMAGE_SIZE, 40))}
+QUERIES = ["a red circle", "a cat", "a blue square"]
+LAYERS = {"last-2": (None, [NUM_LAYERS - 2, NUM_LAYERS - 1]), "all": ("all", list(range(NUM_LAYERS)))}
+
+
+@functools.cache
+def tiny(name: str):
+    return FAMILIES[name][0]()
+
+
+def pictures(name: str, count: int = 2):
+    return [random_image(seed, FAMILIES[name][1]) for seed in range(count)]
+
+
+def model_outputs(name: str, images, queries):
+    """The model's own forward (logits [B, patches, queries], pred_boxes) and pixel values through its processor."""
+    t = tiny(name)
+    inputs = t.processor(text=[list(queries)] * len(images), images=images, return_tensors="pt")
+    with torch.no_grad():
+        outputs = t.model(**inputs)
+    return outputs, inputs["pixel_values"]
+
+
+def reference(name: str, out, pixel_values, queries, layers):
+    explainer = LeGradExplainer(tiny(name).model, tiny(name).processor)
+    embeds = explainer._encode_text(list(queries))
+    return reference_detection_maps(tiny(name).model, pixel_values, embeds, out.box_indices, out.target_ids, layers)
+
+
+# --- exact maps ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layers", list(LAYERS))
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_highest_boxes_maps_equal_the_reference(name, layers):
+    spec, indices = LAYERS[layers]
+    images = pictures(name)
+    out = LeGradExplainer(tiny(name).model, tiny(name).processor, layers=spec).explain(
+        images=images, text=QUERIES, return_layer_maps=True
+    )
+    outputs, pixel_values = model_outputs(name, images, QUERIES)
+    assert out.explained_layers == indices
+    assert out.labels == QUERIES and out.heatmaps.shape[:2] == (2, len(QUERIES))
+    torch.testing.assert_close(out.box_indices, outputs.logits.argmax(dim=1))
+    torch.testing.assert_close(out.target_ids, torch.arange(len(QUERIES)).expand(2, -1))
+    ref = reference(name, out, pixel_values, QUERIES, indices)
+    assert_raw_maps_match(out.layer_maps, ref)
+    assert_raw_maps_match(out.grid_maps, ref.sum(dim=2))
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_scores_and_boxes_are_the_models_own(name):
+    images = pictures(name)
+    out = LeGradExplainer(tiny(name).model, tiny(name).processor).explain(images=images, text=QUERIES)
+    outputs, pixel_values = model_outputs(name, images, QUERIES)
+    logits = outputs.logits.gather(1, out.box_indices.unsqueeze(1)).squeeze(1)
+    torch.testing.assert_close(out.scores, logits)
+    torch.testing.assert_close(out.probabilities, logits.sigmoid())
+    height, width = pixel_values.shape[-2:]
+    chosen = outputs.pred_boxes.gather(1, out.box_indices.unsqueeze(-1).expand(-1, -1, 4))
+    corners = torch.cat([chosen[..., :2] - chosen[..., 2:] / 2, chosen[..., :2] + chosen[..., 2:] / 2], dim=-1)
+    torch.testing.assert_close(out.boxes, corners * torch.tensor([width, height, width, height]))
+    assert out.boxes.dtype == torch.float32 and out.boxes.shape == (2, len(QUERIES), 4)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_given_boxes_shared_and_per_image(name):
+    images = pictures(name)
+    explainer = LeGradExplainer(tiny(name).model, tiny(name).processor, layers="all")
+    shared = explainer.explain(images=images, text=QUERIES[:2], boxes=[3, 17], return_layer_maps=True)
+    assert shared.box_indices.tolist() == [[3, 17], [3, 17]]
+    per_image = explainer.explain(images=images, text=QUERIES[:2], boxes=torch.tensor([[3, 17], [5, 0]]))
+    assert per_image.box_indices.tolist() == [[3, 17], [5, 0]]
+    _, pixel_values = model_outputs(name, images, QUERIES[:2])
+    for out in (shared, per_image):
+        ref = reference(name, out, pixel_values, QUERIES[:2], list(range(NUM_LAYERS)))
+        assert_raw_maps_match(out.grid_maps, ref.sum(dim=2))
+    torch.testing.assert_close(per_image.grid_maps[0], shared.grid_maps[0])  # same pairs in image 0
+    assert not torch.allclose(per_image.grid_maps[1], shared.grid_maps[1])
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_threshold_explains_every_pair_above_it_padding_the_rest(name):
+    images = pictures(name)
+    outputs, pixel_values = model_outputs(name, images, QUERIES[:2])
+    probabilities = outputs.logits.sigmoid()
+    # A threshold between two of image 0's scores at which image 0 and image 1 keep different numbers of pairs.
+    values = probabilities[0].flatten().unique().sort(descending=True).values
+    for threshold in ((values[:-1] + values[1:]) / 2).tolist():
+        counts = [(p > threshold).sum().item() for p in probabilities]
+        if min(counts) >= 1 and counts[0] != counts[1]:
+            break
+    assert min(counts) >= 1 and counts[0] != counts[1], counts
+    out = LeGradExplainer(tiny(name).model, tiny(name).processor).explain(
+        images=images, text=QUERIES[:2], threshold=threshold
+    )
+    assert out.heatmaps.shape[1] == max(counts)
+    for b in range(2):
+        kept = out.box_indices[b] != PADDING
+        assert kept.sum().item() == counts[b]
+        expected = {(int(j), int(q)) for j, q in torch.nonzero(probabilities[b] > threshold)}
+        got = {(int(j), int(q)) for j, q in zip(out.box_indices[b][kept], out.target_ids[b][kept], strict=True)}
+        assert got == expected
+        assert out.probabilities[b][kept].diff().le(0).all(), "pairs come highest score first"
+        assert (out.probabilities[b][kept] > threshold).all()
+        labels = out.labels_for(b)
+        assert [labels[m] for m in range(counts[b])] == [QUERIES[q] for q in out.target_ids[b][kept].tolist()]
+        padding = ~kept
+        assert (out.target_ids[b][padding] == PADDING).all() and all(
+            labels[m] == "" for m in range(counts[b], len(labels))
+        )
+        assert out.grid_maps[b][padding].eq(0).all() and out.heatmaps[b][padding].eq(0).all()
+        assert out.boxes[b][padding].eq(0).all() and out.probabilities[b][padding].eq(0).all()
+        assert out.scores[b][padding].eq(0).all()
+    ref = reference(name, out, pixel_values, QUERIES[:2], out.explained_layers)
+    assert_raw_maps_match(out.grid_maps, ref.sum(dim=2))
+
+
+def test_a_threshold_above_every_score_gives_one_padding_map():
+    images = pictures("owlv2", 1)
+    outputs, _ = model_outputs("owlv2", images, QUERIES)
+    threshold = float(outputs.logits.sigmoid().max())  # no pair is above the best one
+    assert threshold < 1
+    out = LeGradExplainer(tiny("owlv2").model, tiny("owlv2").processor).explain(
+        images=images, text=QUERIES, threshold=threshold
+    )
+    assert out.box_indices.tolist() == [[PADDING]] and out.labels == [""]
+    assert out.grid_maps.eq(0).all()
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_bfloat16_maps_follow_float32(name):
+    images = pictures(name)
+    reference_out = LeGradExplainer(tiny(name).model, tiny(name).processor).explain(images=images, text=QUERIES)
+    half = LeGradExplainer(tiny(name).model.to(torch.bfloat16), tiny(name).processor)
+    try:
+        out = half.explain(images=images, text=QUERIES, boxes=reference_out.box_indices)
+    finally:
+        tiny(name).model.float()
+    assert torch.isfinite(out.grid_maps).all()
+    ours, ref = out.grid_maps.flatten(2), reference_out.grid_maps.flatten(2)
+    correlation = F.cosine_similarity(ours - ours.mean(-1, keepdim=True), ref - ref.mean(-1, keepdim=True), dim=-1)
+    assert correlation.min() >= 0.99, correlation
+
+
+# --- errors ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"boxes": [1, 2], "threshold": 0.5}, ValueError, "not both"),
+        ({"boxes": [1]}, ValueError, r"\[3\] \(one box per query\)"),
+        ({"boxes": [1, 2, 36]}, ValueError, "boxes 0..35"),
+        ({"boxes": [1.0, 2.0, 3.0]}, TypeError, "integer box indices"),
+        ({"threshold": 1.5}, ValueError, r"in \[0, 1\)"),
+        ({"targets": [0]}, ValueError, "open-vocabulary detector"),
+    ],
+)
+def test_bad_detection_arguments_are_refused(kwargs, error, match):
+    explainer = LeGradExplainer(tiny("owlvit").model, tiny("owlvit").processor)
+    with pytest.raises(error, match=match):
+        explainer.explain(images=pictures("owlvit", 1), text=QUERIES, **kwargs)
+
+
+def test_boxes_are_refused_for_models_that_are_not_detectors():
+    from tiny_models import make_clip
+
+    clip = make_clip()
+    with pytest.raises(ValueError, match="open-vocabulary detector"):
+        LeGradExplainer(clip.model, clip.processor).explain(images=random_image(0), text=["a cat"], threshold=0.5)
