@@ -14,8 +14,8 @@ from transformers_legrad.detection import PADDING
 
 from reference_owl import reference_detection_maps
 from test_exact import assert_raw_maps_match
-from tiny_models import random_image
-from tiny_owl import NUM_LAYERS, OWLV2_IMAGE_SIZE, make_owlv2, make_owlvit
+from tiny_models import PATCH_SIZE, random_image
+from tiny_owl import NUM_LAYERS, OWLV2_IMAGE_SIZE, bright_scene, make_bright_object_detector, make_owlv2, make_owlvit
 
 FAMILIES = {"owlvit": (make_owlvit, (60, 40)), "owlv2": (make_owlv2, (OWLV2_IMAGE_SIZE, 40))}
 QUERIES = ["a red circle", "a cat", "a blue square"]
@@ -158,6 +158,26 @@ def test_bfloat16_maps_follow_float32(name):
     ours, ref = out.grid_maps.flatten(2), reference_out.grid_maps.flatten(2)
     correlation = F.cosine_similarity(ours - ours.mean(-1, keepdim=True), ref - ref.mean(-1, keepdim=True), dim=-1)
     assert correlation.min() >= 0.99, correlation
+
+
+# --- a detector made to find the bright square: the explained box's map peaks inside the box ------------------
+@pytest.mark.parametrize("cells", [(2, 2), (3, 0), (0, 4)])
+def test_the_map_of_the_detected_box_peaks_inside_it(cells):
+    detector = make_bright_object_detector()
+    scene = bright_scene(cells)
+    out = LeGradExplainer(detector.model, detector.processor).explain(images=scene, text=["a white square"])
+    xmin, ymin, xmax, ymax = out.boxes[0, 0].tolist()
+    top, left = cells[0] * PATCH_SIZE, cells[1] * PATCH_SIZE
+    bottom, right = top + 2 * PATCH_SIZE, left + 2 * PATCH_SIZE
+    assert out.probabilities[0, 0] > 0.5, "the constructed model detects the square"
+    assert xmin <= left and ymin <= top and xmax >= right and ymax >= bottom, "the box covers the square"
+    heatmap = out.heatmaps[0, 0]
+    y, x = divmod(int(heatmap.argmax()), heatmap.shape[1])
+    assert xmin <= x <= xmax and ymin <= y <= ymax, (x, y, out.boxes[0, 0])
+    assert top <= y < bottom and left <= x < right, "the map peaks on the square itself"
+    outside = torch.ones_like(heatmap, dtype=torch.bool)
+    outside[max(0, top - PATCH_SIZE) : bottom + PATCH_SIZE, max(0, left - PATCH_SIZE) : right + PATCH_SIZE] = False
+    assert heatmap[outside].max() < 0.05, "the rest of the scene is not relevant"
 
 
 # --- errors ----------------------------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
+from PIL import Image
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForZeroShotObjectDetection,
@@ -113,7 +115,67 @@ def make_owlv2(seed: int = 0) -> Tiny:
     return _round(model, Owlv2Processor(image_processor=image_processor, tokenizer=tok), "owlv2")
 
 
+# --- a detector made to find bright objects ---------------------------------------------------------------------
+#: Box side of the constructed detector, in patches (its box head predicts this size around each patch's corner).
+BRIGHT_BOX_PATCHES = 4
+
+
+def bright_scene(cells: tuple[int, int], size: int = IMAGE_SIZE, cell_patches: int = 2) -> Image.Image:
+    """A black image with one white square of `cell_patches` x `cell_patches` patches whose top-left patch is at
+    (row, column) `cells`."""
+    pixels = np.zeros((size, size, 3), dtype=np.uint8)
+    top, left = cells[0] * PATCH_SIZE, cells[1] * PATCH_SIZE
+    pixels[top : top + cell_patches * PATCH_SIZE, left : left + cell_patches * PATCH_SIZE] = 255
+    return Image.fromarray(pixels)
+
+
 @torch.no_grad()
-def sharpen_logits(model: torch.nn.Module, scale: float = 4.0) -> None:
-    """Make the class head's scores spread out (random init gives logits near 0, every box near 0.5)."""
-    model.class_head.logit_scale.bias.fill_(scale)
+def _construct_bright_detector(model: OwlViTForObjectDetection) -> None:
+    """Weights (one block) with which every query finds the brightest patches, and attention carries brightness.
+
+    Residual dims (each token's vector has mean 0, so every LayerNorm only rescales it): a patch holds its brightness
+    b at dims 0/1 as (+b, -b) and a constant at 2/3 (position embeddings); the CLS token holds constant pairs
+    (p, p) at 0/1, 2/3 and 4/5, balanced by (-p, -p) at 6..11, so the CLS merge keeps each patch's pairs. Attention
+    is uniform (zero Q/K); V (head 0) is a patch's brightness, and the output projection writes the attended mean
+    o at dims 4/5 as (+o, -o). The class head's dense0 reads (brightness + attended brightness, constant), so its
+    normalized logit grows with the patch's own brightness and with the brightness the attention brings: the
+    gradient of a box's logit favours attention to bright keys. The text tower maps every prompt to e_0, and the box
+    head predicts boxes `BRIGHT_BOX_PATCHES` patches wide around each patch's grid corner.
+    """
+    for parameter in model.parameters():
+        parameter.zero_()
+    for module in model.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.weight.fill_(1.0)
+    vision = model.owlvit.vision_model
+    embeddings = vision.embeddings
+    channels = embeddings.patch_embedding.weight.shape[1]
+    brightness = torch.full((channels, PATCH_SIZE, PATCH_SIZE), 1.0 / (channels * PATCH_SIZE**2))
+    embeddings.patch_embedding.weight[0], embeddings.patch_embedding.weight[1] = brightness, -brightness
+    embeddings.position_embedding.weight[1:, 2], embeddings.position_embedding.weight[1:, 3] = 1.0, -1.0
+    embeddings.class_embedding[:6], embeddings.class_embedding[6:12] = 1.0, -1.0
+    block = vision.encoder.layers[0]
+    block.self_attn.v_proj.weight[0, 0], block.self_attn.v_proj.weight[0, 1] = 0.5, -0.5
+    block.self_attn.out_proj.weight[4, 0], block.self_attn.out_proj.weight[5, 0] = 1.0, -1.0
+    head = model.class_head
+    head.dense0.weight[0, 0], head.dense0.weight[0, 1] = 1.0, -1.0  # own brightness
+    head.dense0.weight[0, 4], head.dense0.weight[0, 5] = 1.0, -1.0  # brightness brought by the attention
+    head.dense0.weight[1, 2], head.dense0.weight[1, 3] = 1.0, -1.0  # constant
+    head.logit_scale.bias.fill_(3.0)  # elu(3) + 1 = 4
+    text = model.owlvit.text_model
+    text.final_layer_norm.weight.zero_()
+    text.final_layer_norm.bias[0] = 1.0
+    model.owlvit.text_projection.weight.copy_(torch.eye(HIDDEN))
+    grid = IMAGE_SIZE // PATCH_SIZE
+    size = torch.tensor(BRIGHT_BOX_PATCHES / grid)
+    model.box_head.dense2.bias[2:] = (torch.logit(size) - torch.logit(torch.tensor(1 / grid))).item()
+
+
+def make_bright_object_detector() -> Tiny:
+    """An OwlViTForObjectDetection (48 px, one block) constructed to detect the bright square of `bright_scene`."""
+    tok = make_owl_tokenizer()
+    config = _config(OwlViTConfig, tok, IMAGE_SIZE)
+    config.vision_config.num_hidden_layers = 1
+    model = OwlViTForObjectDetection(config).float().eval()
+    _construct_bright_detector(model)
+    return _round(model, owlvit_processor(tok), "owlvit-bright")
