@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import copy
 import functools
+import json
 
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import pipeline
 
-from transformers_legrad import LeGradExplainer
+from transformers_legrad import LeGradExplainer, geometry, visualize
+from transformers_legrad.cli import main
 from transformers_legrad.detection import PADDING
 
 from reference_owl import reference_detection_maps
@@ -136,7 +140,7 @@ def test_threshold_explains_every_pair_above_it_padding_the_rest(name):
 def test_a_threshold_above_every_score_gives_one_padding_map():
     images = pictures("owlv2", 1)
     outputs, _ = model_outputs("owlv2", images, QUERIES)
-    threshold = float(outputs.logits.sigmoid().max())  # no pair is above the best one
+    threshold = float(outputs.logits.sigmoid().max()) + 1e-4  # no pair is above the best one
     assert threshold < 1
     out = LeGradExplainer(tiny("owlv2").model, tiny("owlv2").processor).explain(
         images=images, text=QUERIES, threshold=threshold
@@ -149,11 +153,8 @@ def test_a_threshold_above_every_score_gives_one_padding_map():
 def test_bfloat16_maps_follow_float32(name):
     images = pictures(name)
     reference_out = LeGradExplainer(tiny(name).model, tiny(name).processor).explain(images=images, text=QUERIES)
-    half = LeGradExplainer(tiny(name).model.to(torch.bfloat16), tiny(name).processor)
-    try:
-        out = half.explain(images=images, text=QUERIES, boxes=reference_out.box_indices)
-    finally:
-        tiny(name).model.float()
+    half = LeGradExplainer(copy.deepcopy(tiny(name).model).to(torch.bfloat16), tiny(name).processor)
+    out = half.explain(images=images, text=QUERIES, boxes=reference_out.box_indices)
     assert torch.isfinite(out.grid_maps).all()
     ours, ref = out.grid_maps.flatten(2), reference_out.grid_maps.flatten(2)
     correlation = F.cosine_similarity(ours - ours.mean(-1, keepdim=True), ref - ref.mean(-1, keepdim=True), dim=-1)
@@ -180,6 +181,90 @@ def test_the_map_of_the_detected_box_peaks_inside_it(cells):
     assert heatmap[outside].max() < 0.05, "the rest of the scene is not relevant"
 
 
+# --- pipeline and CLI -----------------------------------------------------------------------------------------
+def assert_same_detections(ours, theirs):
+    """Our pipeline's results are `zero-shot-object-detection`'s (boxes within one pixel: float rounding before
+    `int()`), plus a heatmap and an overlay of the original image's size."""
+    assert len(ours) == len(theirs) > 0
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert mine["label"] == reference["label"]
+        assert mine["score"] == pytest.approx(reference["score"], abs=1e-5)
+        assert mine["box"].keys() == reference["box"].keys() == {"xmin", "ymin", "xmax", "ymax"}
+        for key, value in reference["box"].items():
+            assert abs(mine["box"][key] - value) <= 1, (mine["box"], reference["box"])
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_pipeline_returns_zero_shot_object_detection_results_with_maps(name):
+    image = pictures(name, 1)[0]
+    labels = ["a cat", "a red circle"]
+    ours = pipeline("legrad-explanation", model=tiny(name).path)
+    theirs = pipeline("zero-shot-object-detection", model=tiny(name).path)
+    for kwargs in ({}, {"threshold": 0.6}, {"threshold": 0.6, "top_k": 3}):
+        results = ours(image, candidate_labels=labels, **kwargs)
+        assert_same_detections(results, theirs(image, candidate_labels=labels, **kwargs))
+        for entry in results:
+            assert entry["heatmap"].size == entry["overlay"].size == image.size
+
+
+def test_pipeline_boxes_on_the_bright_square_in_original_coordinates():
+    detector = make_bright_object_detector()
+    scene = bright_scene((2, 3)).resize((96, 72))  # the processor squashes it back to 48 x 48
+    ours = pipeline("legrad-explanation", model=detector.path)
+    theirs = pipeline("zero-shot-object-detection", model=detector.path)
+    results = ours(scene, candidate_labels=["a white square"], threshold=0.5, top_k=1)
+    assert_same_detections(results, theirs(scene, candidate_labels=["a white square"], threshold=0.5, top_k=1))
+    box = results[0]["box"]
+    assert box["xmin"] <= 3 * 16 and box["xmax"] >= 5 * 16 and box["ymin"] <= 2 * 12 and box["ymax"] >= 4 * 12
+    overlay = visualize.overlay(scene, ours(scene, candidate_labels=["a white square"], return_tensors=True)[0]["map"])
+    assert results[0]["overlay"].getpixel((box["xmin"], (box["ymin"] + box["ymax"]) // 2)) == visualize.BOX_COLOR
+    assert overlay.getpixel((box["xmin"], (box["ymin"] + box["ymax"]) // 2)) != visualize.BOX_COLOR
+
+
+def test_owlv2_maps_and_boxes_leave_out_the_padding():
+    t = tiny("owlv2")
+    image = random_image(5, (OWLV2_IMAGE_SIZE, 40))  # padded at the bottom to 64 x 64 by the processor
+    region = geometry.processed_region(t.processor.image_processor, *image.size)
+    assert region == (0.0, 0.0, float(OWLV2_IMAGE_SIZE), float(OWLV2_IMAGE_SIZE))
+    results = pipeline("legrad-explanation", model=t.path)(image, candidate_labels=["a cat"], return_tensors=True)
+    out = LeGradExplainer(t.model, t.processor).explain(images=image, text=["a cat"], threshold=0.1)
+    best = out.heatmaps[0, 0, :40]  # the processed square's top 40 rows are the picture
+    torch.testing.assert_close(results[0]["map"], best, atol=1e-6, rtol=0)
+
+
+def test_cli_writes_boxes_to_results_json(tmp_path, capsys):
+    detector = make_bright_object_detector()
+    folder = tmp_path / "images"
+    folder.mkdir()
+    bright_scene((1, 1)).save(folder / "square.png")
+    random_image(0, (48, 48)).save(folder / "noise.png")
+    out = tmp_path / "out"
+    argv = ["explain", folder, "--model", detector.path, "--prompt", "a white square", "--out", out]
+    assert main([str(a) for a in [*argv, "--threshold", "0.5", "--top-k", "2"]]) == 0
+    records = json.loads((out / "results.json").read_text())
+    square = [record for record in records if record["image"].endswith("square.png")]
+    assert len(square) == 2 and all(record["label"] == "a white square" for record in square)
+    assert square[0]["score"] >= square[1]["score"] > 0.5
+    box = square[0]["box"]
+    assert box["xmin"] <= 8 and box["ymin"] <= 8 and box["xmax"] >= 24 and box["ymax"] >= 24
+    for record in square:
+        assert (out / record["overlay"]).exists() and (out / record["heatmap"]).exists()
+    assert "wrote maps" in capsys.readouterr().out
+    assert main([str(a) for a in [*argv[:-2], "--out", tmp_path / "none", "--threshold", "0.99"]]) == 0
+    assert json.loads((tmp_path / "none" / "results.json").read_text()) == []
+
+
+def test_cli_threshold_is_for_detectors(tmp_path, capsys):
+    from tiny_models import make_clip
+
+    random_image(0, (48, 48)).save(tmp_path / "a.png")
+    code = main(
+        ["explain", str(tmp_path / "a.png"), "--model", make_clip().path, "--prompt", "a cat"]
+        + ["--out", str(tmp_path / "out"), "--threshold", "0.5"]
+    )
+    assert code != 0 and "--threshold is for detectors" in capsys.readouterr().err
+
+
 # --- errors ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "kwargs, error, match",
@@ -204,3 +289,15 @@ def test_boxes_are_refused_for_models_that_are_not_detectors():
     clip = make_clip()
     with pytest.raises(ValueError, match="open-vocabulary detector"):
         LeGradExplainer(clip.model, clip.processor).explain(images=random_image(0), text=["a cat"], threshold=0.5)
+
+
+def test_draw_box_draws_on_a_copy_and_refuses_a_bad_box():
+    from PIL import Image
+
+    image = Image.new("RGB", (40, 30), (0, 0, 0))
+    drawn = visualize.draw_box(image, (5, 5, 20, 25), width=1)
+    assert drawn.getpixel((5, 15)) == visualize.BOX_COLOR and drawn.getpixel((12, 15)) == (0, 0, 0)
+    assert image.getpixel((5, 15)) == (0, 0, 0), "the image itself is left as it was"
+    assert visualize.draw_box(image, (-10, -10, 100, 100)).size == image.size  # outside parts are clipped
+    with pytest.raises(ValueError, match="xmin <= xmax"):
+        visualize.draw_box(image, (20, 5, 5, 25))

@@ -84,6 +84,17 @@ def _config(config_cls, tok: PreTrainedTokenizerFast, image_size: int):
     return config_cls(text_config=text, vision_config=dict(VISION, image_size=image_size), projection_dim=HIDDEN)
 
 
+@torch.no_grad()
+def _moderate_heads(model: torch.nn.Module) -> torch.nn.Module:
+    """Scale the heads' weights to 1/sqrt(fan_in): OWL's init (std 1) saturates every score and box of a random
+    model at 0 or 1, where ties would hide a wrong order or a wrong box."""
+    for name in ("class_head", "box_head", "objectness_head"):
+        for module in getattr(model, name, torch.nn.Identity()).modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.mul_(module.in_features**-0.5)
+    return model
+
+
 def _round(model, processor, name: str) -> Tiny:
     return _round_trip(
         model, processor, name, auto_model=AutoModelForZeroShotObjectDetection, auto_processor=AutoProcessor
@@ -101,14 +112,14 @@ def owlvit_processor(tok: PreTrainedTokenizerFast | None = None) -> OwlViTProces
 def make_owlvit(seed: int = 0) -> Tiny:
     """OwlViTForObjectDetection (48 px, patch 8: 36 boxes) + OwlViTProcessor."""
     tok = make_owl_tokenizer()
-    model = _build(OwlViTForObjectDetection, _config(OwlViTConfig, tok, IMAGE_SIZE), seed)
+    model = _moderate_heads(_build(OwlViTForObjectDetection, _config(OwlViTConfig, tok, IMAGE_SIZE), seed))
     return _round(model, owlvit_processor(tok), "owlvit")
 
 
 def make_owlv2(seed: int = 0) -> Tiny:
     """Owlv2ForObjectDetection (64 px, patch 8: 64 boxes) + Owlv2Processor (pads to a square, no resize)."""
     tok = make_owl_tokenizer()
-    model = _build(Owlv2ForObjectDetection, _config(Owlv2Config, tok, OWLV2_IMAGE_SIZE), seed)
+    model = _moderate_heads(_build(Owlv2ForObjectDetection, _config(Owlv2Config, tok, OWLV2_IMAGE_SIZE), seed))
     image_processor = Owlv2ImageProcessorPil(
         size={"height": OWLV2_IMAGE_SIZE, "width": OWLV2_IMAGE_SIZE}, do_resize=False
     )

@@ -30,6 +30,10 @@ from .adapters import PixelInputs
 
 #: The box index (and query index) of a padding map.
 PADDING = -1
+#: The pipeline's default threshold on detection scores, as `zero-shot-object-detection`'s.
+PIPELINE_THRESHOLD = 0.1
+#: The keys of a box in the pipeline's results, in `LeGradOutput.boxes`' order.
+BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
 
 Labels = list[str] | list[list[str]]
 
