@@ -153,12 +153,21 @@ class Owlv2Adapter(_OwlAdapter):
             "960 px: the maps and `out.boxes` cover the padded square; the pipeline's boxes are in the original "
             "image's pixels, as `zero-shot-object-detection` gives them.",
         ),
+        # Parameter counts: the model built on the meta device with `Owlv2Config`'s defaults (the base
+        # architecture: ViT-B/16 vision tower, 512-wide text tower) at 960 px, rounded.
         checkpoints=(
             HubCheckpoint(
                 model_id="google/owlv2-base-patch16-ensemble",
                 license="apache-2.0",
                 native_resolution=960,
                 patch_size=16,
+                parameters_millions=155,
+                image_tower_parameters_millions=88,
+                image_size=960,
+                image_size_note=(
+                    "its processor pads every image to a square and resizes it to 960 x 960, the size OWLv2 was "
+                    "trained at (60 x 60 patches, one box each)"
+                ),
             ),
         ),
     )
