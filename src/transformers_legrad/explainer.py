@@ -383,8 +383,8 @@ class LeGradExplainer:
             raise ValueError("`null_text_embeds` is the null prompt's embedding: pass it with `null_prompt=True`.")
         if (boxes is not None or threshold is not None) and not adapter.is_detector:
             raise ValueError(
-                f"`boxes` and `threshold` choose the detections an open-vocabulary detector explains (OWL-ViT, "
-                f"OWLv2); {self._model_name} is not one."
+                "`boxes` and `threshold` choose the detections an open-vocabulary detector explains (a model of "
+                f"the zero-shot-object-detection task); {self._model_name} is not one."
             )
         if adapter.is_detector:
             if (
