@@ -18,7 +18,7 @@ from huggingface_hub import ModelCard, metadata_load
 from transformers import BertConfig, ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
 from transformers_legrad import SUPPORTED_MODEL_CLASSES, cards, cli
-from transformers_legrad.adapters import adapter_for
+from transformers_legrad.adapters import ZERO_SHOT_DETECTION, adapter_for
 from transformers_legrad.cards import (
     ARCHITECTURES,
     CARD_MODELS,
@@ -39,6 +39,7 @@ import tiny_blip
 import tiny_classifiers
 import tiny_clip_layout
 import tiny_models
+import tiny_owl
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS_DIR = ROOT / "model_cards"
@@ -160,6 +161,9 @@ def test_card_names_the_base_task_and_this_package_usage(model_id):
         assert "candidate_labels=[" in text and "explainer.explain(images=image, text=[" in text
     elif ARCHITECTURES[entry.model_class].is_backbone:
         assert "reference_images=[" in text and "directions=probe" in text and "candidate_labels" not in text
+    elif entry.base_task == ZERO_SHOT_DETECTION:
+        assert "candidate_labels=[" in text and "threshold=" in text and 'result["box"]' in text
+        assert "out.boxes" in text and "--threshold" in text and "top_k=3" not in text
     else:
         assert "top_k=3" in text and "targets=[" in text and "candidate_labels" not in text
     is_siglip = entry.model_class in ("SiglipModel", "Siglip2Model")
@@ -204,6 +208,7 @@ def tiny_by_class(request):
         ),
         **_tiny_timm(),
         "BlipForImageTextRetrieval": tiny_blip.make_blip(),
+        "Owlv2ForObjectDetection": tiny_owl.make_owlv2(),
     }
 
 
@@ -241,14 +246,20 @@ def test_card_usage_runs_as_written_on_a_tiny_model(model_id, tiny_by_class, tmp
     tiny_models.random_image(0, (64, 40)).save("cats.jpg")  # not square: CLIP's center crop cuts its sides
     tiny_models.random_image(1).save(cards.EXAMPLE_REFERENCE)  # a backbone's direction
 
+    namespaces = []
     for index, block in enumerate(python_blocks):
-        namespace = {"__name__": f"card_block_{index}"}
-        exec(compile(block, f"<{card_filename(model_id)} python block {index}>", "exec"), namespace)
+        namespaces.append({"__name__": f"card_block_{index}"})
+        exec(compile(block, f"<{card_filename(model_id)} python block {index}>", "exec"), namespaces[-1])
     overlays = sorted(Path(".").glob("legrad_*.png"))  # the pipeline block saves one overlay per result
-    backbone = ARCHITECTURES[entry.model_class].is_backbone
-    expected = len(cards.EXAMPLE_PROMPTS) if entry.base_task == ZERO_SHOT else 1 if backbone else 3
-    assert len(overlays) == expected  # prompts, one reference, or the top 3 classes
-    assert namespace["out"].heatmaps.shape[:2] == (1, 2)  # two prompts, or two target classes
+    out = namespaces[-1]["out"]
+    if entry.base_task == ZERO_SHOT_DETECTION:  # one result per box above the threshold, one map per (box, query)
+        assert len(overlays) == len(namespaces[0]["results"]) > 0
+        assert out.heatmaps.shape[1] == out.boxes.shape[1] >= 1
+    else:
+        backbone = ARCHITECTURES[entry.model_class].is_backbone
+        expected = len(cards.EXAMPLE_PROMPTS) if entry.base_task == ZERO_SHOT else 1 if backbone else 3
+        assert len(overlays) == expected  # prompts, one reference, or the top 3 classes
+        assert out.heatmaps.shape[:2] == (1, 2)  # two prompts, or two target classes
 
     arguments = shlex.split(command)
     assert arguments[0] == "legrad"

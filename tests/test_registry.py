@@ -296,6 +296,7 @@ def test_the_package_families_come_from_their_specs():
     assert registry.auto_classes()[:2] == ("AutoModelForZeroShotImageClassification", "AutoModelForImageClassification")
     assert "AutoModelForVideoClassification" in registry.auto_classes()
     assert registry.auto_classes()[-1] == "AutoModel"  # it loads nearly any checkpoint: tried last
+    assert "AutoModelForZeroShotObjectDetection" in registry.auto_classes()
     assert registry.default_class("siglip2") == "Siglip2Model" and registry.default_class("vit") is None
     assert registry.adapter_class_for(TinyViTClassifier) is None
     assert ViTClassifierAdapter.spec.blocks == "vit.layers"

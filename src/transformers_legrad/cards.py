@@ -42,6 +42,7 @@ EXAMPLE_IMAGE = "cats.jpg"
 EXAMPLE_PROMPTS = ("a cat", "a remote control")
 EXAMPLE_CLASS = "tabby, tabby cat"  # ImageNet-1k class 281, as named in the ViT/DeiT checkpoints' id2label
 EXAMPLE_REFERENCE = "cat_reference.jpg"  # backbones: a reference image whose embedding is the direction
+EXAMPLE_THRESHOLD = 0.2  # detectors: explain every box whose detection score is above it
 
 
 class _Registered(Mapping):
@@ -114,9 +115,10 @@ class CardModel(HubCheckpoint):
         """The pipeline call a card shows, on a pipeline bound to `explain`."""
         if self.architecture.is_backbone:
             return f'explain("{EXAMPLE_IMAGE}", reference_images=["{EXAMPLE_REFERENCE}"]{self.explain_size_argument})'
-        if self.architecture.is_dual_encoder:
+        if self.architecture.is_dual_encoder or self.architecture.is_detector:
             labels = ", ".join(f'"{prompt}"' for prompt in EXAMPLE_PROMPTS)
-            return f'explain("{EXAMPLE_IMAGE}", candidate_labels=[{labels}]{self.explain_size_argument})'
+            threshold = f", threshold={EXAMPLE_THRESHOLD}" if self.architecture.is_detector else ""
+            return f'explain("{EXAMPLE_IMAGE}", candidate_labels=[{labels}]{threshold}{self.explain_size_argument})'
         return f'explain("{EXAMPLE_IMAGE}", top_k=3{self.explain_size_argument})'
 
 
@@ -374,11 +376,10 @@ def _card_model_from_config(model_id: str, config, family: str | None) -> CardMo
 
 def _fields(entry: CardModel) -> dict[str, str]:
     architecture = entry.architecture
-    dual = architecture.is_dual_encoder
     return {
         "model_id": entry.model_id,
         "model_table": _model_table(entry),
-        "subject": "direction" if architecture.is_backbone else "prompt" if dual else "class",
+        "subject": _subject(architecture),
         "score_definition": _wrap(architecture.score_definition),
         "pipeline_example": _pipeline_example(entry),
         "python_example": _python_example(entry),
@@ -391,6 +392,13 @@ def _fields(entry: CardModel) -> dict[str, str]:
     }
 
 
+def _subject(architecture: FamilySpec) -> str:
+    """What one map explains, in the card's prose."""
+    if architecture.is_detector:
+        return "detection"
+    return "direction" if architecture.is_backbone else "prompt" if architecture.is_dual_encoder else "class"
+
+
 def _wrap(text: str, bullet: bool = False) -> str:
     """Prose wrapped like the template (at 116 columns); bullets get a hanging indent."""
     return textwrap.fill(
@@ -399,6 +407,13 @@ def _wrap(text: str, bullet: bool = False) -> str:
 
 
 def _scope_note(entry: CardModel) -> str:
+    if entry.architecture.is_detector:
+        return (
+            "- The maps explain the image tower (LeGrad differentiates the vision transformer's attention) for one "
+            "box's class logit; they say which regions made that box match its query, not why the box has its "
+            "extent (the box head is not explained). Each explained box costs one backward per explained block, so "
+            "a low `threshold` on a large image means many maps."
+        )
     if entry.architecture.is_backbone:
         return (
             "- The maps explain LeGrad's per-block cosine with the direction (the final norm on the mean of all "
@@ -428,6 +443,12 @@ def _has_text_side(spec: FamilySpec) -> bool:
 
 
 def _method_note(entry: CardModel) -> str:
+    if entry.architecture.is_detector:
+        return (
+            "- How faithfully the maps reflect the model's reasoning is a property of the LeGrad method; see the paper "
+            "for its evaluation. The paper and the authors' code explain image-text models; for detectors this "
+            "package applies the same recipe to one box's class logit, with no released reference to compare to."
+        )
     if entry.architecture.is_backbone:
         return (
             "- How faithfully the maps reflect the model's reasoning is a property of the LeGrad method; see the paper "
@@ -481,6 +502,7 @@ def _grid_description(entry: CardModel) -> str:
 
 
 def _pipeline_example(entry: CardModel) -> str:
+    detector = entry.architecture.is_detector
     lines = [
         'import transformers_legrad  # registers the "legrad-explanation" task',
         "from transformers import pipeline",
@@ -488,7 +510,7 @@ def _pipeline_example(entry: CardModel) -> str:
         f'explain = pipeline("legrad-explanation", model="{entry.model_id}")',
         f"results = {entry.example_call}",
         "for rank, result in enumerate(results):",
-        '    print(result["label"], round(result["score"], 3))',
+        '    print(result["label"], round(result["score"], 3)' + (', result["box"])' if detector else ")"),
         '    result["overlay"].save(f"legrad_{rank}.png")',
     ]
     return "\n".join(lines)
@@ -521,6 +543,15 @@ def _python_example(entry: CardModel) -> str:
             "out.heatmaps  # float32 [images, directions, height, width] in [0, 1], one map per direction",
             "out.scores    # float32 [images, directions]: cosine of the pooled embedding with each direction",
         ]
+    elif architecture.is_detector:
+        prompts = ", ".join(f'"{prompt}"' for prompt in EXAMPLE_PROMPTS)
+        lines += [
+            f"out = explainer.explain(images=image, text=[{prompts}]{size})  # each query's best box",
+            f"out = explainer.explain(images=image, text=[{prompts}], threshold={EXAMPLE_THRESHOLD}{size})",
+            "out.heatmaps  # float32 [images, maps, height, width] in [0, 1], one map per (box, query) above it",
+            "out.boxes     # float32 [images, maps, 4]: (xmin, ymin, xmax, ymax) in the processed image's pixels",
+            "out.labels_for(0), out.probabilities  # each map's query; detection scores (sigmoid of the logits)",
+        ]
     elif architecture.is_dual_encoder:
         prompts = ", ".join(f'"{prompt}"' for prompt in EXAMPLE_PROMPTS)
         lines += [
@@ -544,6 +575,13 @@ def _python_notes(entry: CardModel) -> list[str]:
         "indices; `return_layer_maps=True` adds each block's map in `out.layer_maps`. `out.grid_maps` holds the "
         "raw summed maps on the patch grid."
     ]
+    if entry.architecture.is_detector:
+        notes.append(
+            "A detector's pipeline results are those of `zero-shot-object-detection` (`threshold` default 0.1, "
+            '`top_k`), each with a `"box"` `{"xmin", "ymin", "xmax", "ymax"}` in the original image\'s pixels, and '
+            "the box drawn on its overlay. With `threshold=`, images of one batch may have different numbers of "
+            'boxes: the shorter ones are padded with maps of box index -1 (`out.box_indices`), label "" and zeros.'
+        )
     if entry.explain_size_argument:
         notes.append(
             f"`image_size={entry.image_size}` explains at {entry.image_size} x {entry.image_size} instead of the "
@@ -566,8 +604,10 @@ def _python_notes(entry: CardModel) -> list[str]:
 def _cli_example(entry: CardModel) -> str:
     if entry.architecture.is_backbone:
         what = f"--reference {EXAMPLE_REFERENCE}"
-    elif entry.architecture.is_dual_encoder:
+    elif entry.architecture.is_dual_encoder or entry.architecture.is_detector:
         what = " ".join(f'--prompt "{prompt}"' for prompt in EXAMPLE_PROMPTS)
+        if entry.architecture.is_detector:
+            what += f" --threshold {EXAMPLE_THRESHOLD}"
     else:
         what = "--top-k 3"
     options = [f"--model {entry.model_id}", what]

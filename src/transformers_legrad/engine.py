@@ -305,6 +305,7 @@ def reduce_attention_gradient(
             if edges is not None:
                 attention_grads = attention_grads.masked_fill_(~edges[:, None, None], 0.0)
             relevance[:, p0 : p0 + prompts_per_chunk] += attention_grads.clamp_(min=0).sum(dim=(2, 3))
+            del attention_grads  # freed before the next chunk is allocated: one chunk alive at a time
     if edges is None:
         return relevance / (num_heads * queries)
     rows = edges.any(dim=-1).sum(dim=-1).clamp_min(1).to(relevance.device)  # [batch] query rows that count

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import engine, maps, text_side
+from . import detection, engine, maps, text_side
 from .adapters import FamilyAdapter, PixelInputs, TextInputs, adapter_for
 from .engine import eval_mode, layer_relevance, run_trunk
 from .images import load as load_image
@@ -89,6 +89,12 @@ class LeGradOutput:
             start (the feature extractor's hop and window; AST's 10 ms and 25 ms for `input_values`).
         clip_frames: audio given as waveforms: per clip, the frames that hold its audio; the frames after them are
             the feature extractor's padding, which the model sees and the maps cover.
+        boxes: detectors: float32 [batch, maps, 4], the explained box of each map as (xmin, ymin, xmax, ymax) in
+            the processed image's pixels; `scores` are then the boxes' logits for the map's query, `probabilities`
+            their detection scores (the sigmoid, as `zero-shot-object-detection` reports it) and `target_ids`
+            the query of each map. Images with fewer maps than the batch's most (`threshold=`) are padded: a
+            padding map has box index -1, box 0, score and probability 0, label "" and an all-zero map.
+        box_indices: detectors: long [batch, maps], the patch whose box each map explains (-1 on padding maps).
     """
 
     heatmaps: torch.Tensor
@@ -107,6 +113,8 @@ class LeGradOutput:
     explained_text_layers: list[int] | None = None
     frame_times: torch.Tensor | None = None
     clip_frames: list[int] | None = None
+    boxes: torch.Tensor | None = None
+    box_indices: torch.Tensor | None = None
 
     @property
     def num_prompts(self) -> int:
@@ -223,6 +231,8 @@ class LeGradExplainer:
         audio=None,
         sampling_rate: int | None = None,
         input_values: torch.Tensor | None = None,
+        boxes=None,
+        threshold: float | None = None,
     ) -> LeGradOutput:
         """Explain where each prompt (or class, or direction) is grounded in each image.
 
@@ -258,6 +268,10 @@ class LeGradExplainer:
             sampling_rate: with `audio`, its sampling rate in Hz; must be the feature extractor's (no resampling).
             input_values: audio classifiers, instead of `audio`: model-ready spectrograms [batch, time frames, mel
                 bins], as the feature extractor returns them.
+            boxes: detectors (OWL-ViT, OWLv2): the box (patch) index to explain per query, [queries] for every
+                image or [batch, queries]; default: each query's highest-scoring box.
+            threshold: detectors, instead of `boxes`: explain every (box, query) pair whose detection score (the
+                sigmoid of its logit) is above it, highest first (see `LeGradOutput.boxes` for the padding).
 
         Returns:
             LeGradOutput with heatmaps [batch, prompts, height, width] and grid_maps [batch, prompts, h, w]
@@ -291,6 +305,8 @@ class LeGradExplainer:
             audio=audio,
             sampling_rate=sampling_rate,
             input_values=input_values,
+            boxes=boxes,
+            threshold=threshold,
         )
         pixels = request.pixels
 
@@ -307,6 +323,7 @@ class LeGradExplainer:
             scores = adapter.final_scores(capture.image_features, batch_directions[:, :num_prompts])
             probabilities = adapter.probabilities(capture.image_features, batch_directions[:, :num_prompts], scores)
             words = self._explain_text(labels, capture.image_features, text_blocks) if text_relevance else {}
+            boxes_found = detection.detection_fields(batch_directions, pixels) if adapter.is_detector else {}
 
         layer_grids = maps.tokens_to_grids(relevance, adapter.num_prefix_tokens, pixels.grid_shapes)
         grid_maps = layer_grids.sum(dim=2)
@@ -330,6 +347,7 @@ class LeGradExplainer:
             frame_times=getattr(pixels, "frame_times", None),
             clip_frames=getattr(pixels, "clip_frames", None),
             **words,
+            **boxes_found,
         )
 
     __call__ = explain
@@ -389,6 +407,8 @@ class LeGradExplainer:
         audio=None,
         sampling_rate: int | None = None,
         input_values: torch.Tensor | None = None,
+        boxes=None,
+        threshold: float | None = None,
     ) -> ExplanationRequest:
         """Validate an explanation's inputs and make them model-ready, without running the vision trunk.
 
@@ -399,8 +419,8 @@ class LeGradExplainer:
 
         Args:
             images, text, pixel_values, videos, text_embeds, targets, top_k, image_size, pixel_attention_mask,
-                spatial_shapes, directions, reference_images, labels, audio, sampling_rate, input_values: as for
-                `explain`.
+                spatial_shapes, directions, reference_images, labels, audio, sampling_rate, input_values, boxes,
+                threshold: as for `explain`.
             null_prompt: dual encoders: also encode SigLIP's null prompt (`NULL_PROMPT`, or `null_text_embeds`)
                 into `request.null_direction`, for LeGrad's correction; the request itself does not apply it.
             null_text_embeds: with `null_prompt`, the null prompt's [1, dim] embedding instead of the processor.
@@ -419,6 +439,26 @@ class LeGradExplainer:
         images = self._raw_inputs(images, videos)
         if null_text_embeds is not None and not null_prompt:
             raise ValueError("`null_text_embeds` is the null prompt's embedding: pass it with `null_prompt=True`.")
+        if (boxes is not None or threshold is not None) and not adapter.is_detector:
+            raise ValueError(
+                "`boxes` and `threshold` choose the detections an open-vocabulary detector explains (a model of "
+                f"the zero-shot-object-detection task); {self._model_name} is not one."
+            )
+        if adapter.is_detector:
+            if (
+                any(value is not None for value in (targets, top_k, directions, reference_images, labels))
+                or null_prompt
+            ):
+                raise ValueError(
+                    f"{self._model_name} is an open-vocabulary detector: it explains `text` queries (with `boxes` "
+                    "or `threshold`), not `targets`, `top_k`, `directions`, `reference_images`, `labels` or a "
+                    "null prompt."
+                )
+            queries, labels = self._prompt_directions(text, text_embeds)
+            pixels = self._pixel_inputs(images, pixel_values, image_size, pixel_attention_mask, spatial_shapes)
+            pixels.queries = queries
+            selection = detection.detection_request(boxes, threshold, pixels, len(labels))
+            return ExplanationRequest(pixels, labels=labels, detections=selection)
         if adapter.is_backbone:
             self._refuse_for_backbones(text, text_embeds, targets, top_k, null_prompt)
             directions, labels = self._backbone_directions(directions, reference_images, labels, image_size)

@@ -8,6 +8,8 @@ used, never the model family.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +24,8 @@ def processed_region(
         width, height: the original image's size.
         size, crop_size: the settings the processor was called with, where they override its own.
     """
+    if callable(getattr(image_processor, "post_process_object_detection", None)):
+        return _region_of_detection_processor(image_processor, width, height)
     size = size or getattr(image_processor, "size", None) or {}
     resized_width, resized_height = float(width), float(height)
     if getattr(image_processor, "do_resize", True):
@@ -44,18 +48,35 @@ def processed_region(
     return left * scale_x, top * scale_y, right * scale_x, bottom * scale_y
 
 
+def _region_of_detection_processor(image_processor, width: int, height: int) -> tuple[float, float, float, float]:
+    """A detector's processor maps its boxes back with `post_process_object_detection`: the region the processed
+    image shows is where that puts the box covering all of it (OWLv2's, which pads the image to a square before
+    resizing, puts it past the image's bottom or right edge)."""
+    whole = SimpleNamespace(logits=torch.zeros(1, 1, 1), pred_boxes=torch.tensor([[[0.5, 0.5, 1.0, 1.0]]]))
+    result = image_processor.post_process_object_detection(
+        whole, threshold=-1.0, target_sizes=torch.tensor([[height, width]])
+    )[0]
+    left, top, right, bottom = (float(v) for v in result["boxes"][0])
+    return left, top, right, bottom
+
+
 def heatmap_on_original(
     heatmap: torch.Tensor, region: tuple[float, float, float, float], width: int, height: int
 ) -> torch.Tensor:
-    """Place a processed-image heatmap [H, W] on the original image: float32 [height, width], 0 outside `region`."""
+    """Place a processed-image heatmap [H, W] on the original image: float32 [height, width], 0 outside `region`.
+
+    A region that extends past the image (a processor that padded it) is filled by the whole heatmap, and only
+    the part over the image is kept.
+    """
     left, top, right, bottom = (round(v) for v in region)
     left, top = max(0, left), max(0, top)
-    right, bottom = min(width, max(right, left + 1)), min(height, max(bottom, top + 1))
+    right, bottom = max(right, left + 1), max(bottom, top + 1)
     resized = F.interpolate(
         heatmap.float()[None, None], size=(bottom - top, right - left), mode="bilinear", align_corners=False
     )[0, 0]
     canvas = torch.zeros(height, width, dtype=torch.float32)
-    canvas[top:bottom, left:right] = resized.clamp(0.0, 1.0)
+    visible = resized[: min(height, bottom) - top, : min(width, right) - left]
+    canvas[top : top + visible.shape[0], left : left + visible.shape[1]] = visible.clamp(0.0, 1.0)
     return canvas
 
 

@@ -8,8 +8,10 @@
 
 It follows `zero-shot-image-classification` (CLIP/SigLIP: `candidate_labels`) and `image-classification`
 (classifiers: `top_k`, or `targets`); backbones (`Dinov2Model`, `CLIPVisionModel`, ...) take `directions=` [K, dim]
-or `reference_images=[...]`, with `labels=` naming them. One image gives a list of dicts sorted by score, highest
-first; a list of images gives a list of such lists; a `KeyDataset` or a generator streams one such list per image.
+or `reference_images=[...]`, with `labels=` naming them; detectors (OWL-ViT, OWLv2) follow
+`zero-shot-object-detection` (`candidate_labels`, `threshold`, `top_k`) and add each box's map. One image gives a list
+of dicts sorted by score, highest first; a list of images gives a list of such lists; a `KeyDataset` or a generator
+streams one such list per image.
 The base class runs the steps: `preprocess` reads one image, its collate function stacks `batch_size` of them
 (`num_workers` DataLoader workers preprocess), `_forward` explains each batch with one `LeGradExplainer.explain`
 call (one trunk forward), and `postprocess` turns one image's maps into its results.
@@ -26,7 +28,7 @@ import transformers
 from transformers import Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from . import geometry, visualize
+from . import detection, geometry, visualize
 from . import images as images_module
 from .adapters import registry
 from .explainer import LeGradExplainer
@@ -55,6 +57,11 @@ class LeGradExplanationPipeline(Pipeline):
         return_tensors: also return "map", float32 [height, width] in [0, 1] at the original image size.
         text_relevance: dual encoders: also return "words", `[{"word", "relevance"}]` in prompt order, which words
             of the prompt make it match the image (`LeGradExplainer.explain(..., text_relevance=True)`).
+        threshold: detectors: explain every (box, label) pair whose score is above it (default 0.1, as
+            `zero-shot-object-detection`); `top_k` then keeps the k highest.
+
+    A detector's results are those of `zero-shot-object-detection`, `{"score", "label", "box": {"xmin", "ymin",
+    "xmax", "ymax"}}` in the original image's pixels, plus the box's "heatmap" and "overlay" (the box drawn on it).
 
     Each result is `{"label", "score", "heatmap" (PIL "L", original size), "overlay" (PIL RGB)}`; "score" is the
     probability as the family's own pipeline reports it (softmax over labels for CLIP, sigmoid for SigLIP, softmax
@@ -88,6 +95,7 @@ class LeGradExplanationPipeline(Pipeline):
         colormap: str | None = None,
         return_tensors: bool | None = None,
         text_relevance: bool | None = None,
+        threshold: float | None = None,
         **unknown,
     ):
         if unknown:
@@ -98,8 +106,12 @@ class LeGradExplanationPipeline(Pipeline):
             image_size=image_size,
             timeout=timeout,
         )
+        detector = bool(getattr(registry.adapter_class_for(type(self.model)), "is_detector", False))
+        if detector and threshold is None:
+            threshold = detection.PIPELINE_THRESHOLD
         forward = _given(
-            top_k=top_k,
+            threshold=threshold,
+            top_k=None if detector else top_k,
             targets=targets,
             directions=directions,
             labels=labels,
@@ -107,7 +119,13 @@ class LeGradExplanationPipeline(Pipeline):
             correction=correction,
             text_relevance=text_relevance or None,
         )
-        postprocess = _given(image_size=image_size, alpha=alpha, colormap=colormap, return_tensors=return_tensors)
+        postprocess = _given(
+            image_size=image_size,
+            alpha=alpha,
+            colormap=colormap,
+            return_tensors=return_tensors,
+            top_k=top_k if detector else None,
+        )
         return preprocess, forward, postprocess
 
     def __call__(self, images=None, candidate_labels: Sequence[str] | None = None, **kwargs: Any):
@@ -163,7 +181,7 @@ class LeGradExplanationPipeline(Pipeline):
                 f"{type(self.model).__name__} is a backbone (no text tower, no classifier): use directions=[K, dim] "
                 "or reference_images=[...], not candidate_labels."
             )
-        if not self.explainer.adapter.is_dual_encoder:
+        if not (self.explainer.adapter.is_dual_encoder or self.explainer.adapter.is_detector):
             if candidate_labels is not None:
                 raise ValueError(
                     f"{type(self.model).__name__} is an image classifier: use top_k=... or targets=[...], "
@@ -185,6 +203,7 @@ class LeGradExplanationPipeline(Pipeline):
         layers=None,
         correction=None,
         text_relevance=None,
+        threshold=None,
     ):
         """Explain a batch with one `explain` call (one trunk forward).
 
@@ -206,9 +225,12 @@ class LeGradExplanationPipeline(Pipeline):
             **{name: value for name, value in backbone.items() if value is not None},
             **{key: model_inputs[key] for key in _PIXEL_KEYS if key in model_inputs},
             **({"text_relevance": True} if text_relevance else {}),
+            **({"threshold": threshold} if threshold is not None else {}),
         )
         labels = prompt_labels
-        if labels is None:  # classifiers and backbones: the explained classes or directions, from the output
+        if (
+            labels is None or output.boxes is not None
+        ):  # classifiers and backbones: the explained classes or directions, from the output
             per_image_labels = [output.labels_for(b) for b in range(len(pictures))]
         else:
             per_image_labels = [labels] * len(pictures)
@@ -220,6 +242,8 @@ class LeGradExplanationPipeline(Pipeline):
             "labels": per_image_labels,
             "picture": pictures,
         }
+        if output.boxes is not None:
+            model_outputs["boxes"], model_outputs["box_indices"] = output.boxes, output.box_indices
         if output.word_relevance is not None:  # per image, per prompt: [{"word", "relevance"}]
             model_outputs["words"] = [
                 [[{"word": word, "relevance": value} for word, value in words] for words in per_prompt]
@@ -232,12 +256,18 @@ class LeGradExplanationPipeline(Pipeline):
         return model_outputs
 
     def postprocess(
-        self, model_outputs, image_size=None, alpha: float = 0.5, colormap: str = "inferno", return_tensors=False
+        self,
+        model_outputs,
+        image_size=None,
+        alpha: float = 0.5,
+        colormap: str = "inferno",
+        return_tensors=False,
+        top_k=None,
     ):
         """One image's results, sorted by score: the maps mapped back onto the original picture.
 
         `model_outputs` holds heatmaps [1, prompts, height, width], probabilities [1, prompts], image_sizes [1, 2],
-        the image's labels and its picture.
+        the image's labels and its picture (detectors: boxes [1, maps, 4] and box_indices [1, maps] too).
         """
         picture = model_outputs["picture"]
         full_maps = geometry.maps_on_original(
@@ -247,20 +277,39 @@ class LeGradExplanationPipeline(Pipeline):
             self.explainer.image_processor,
             self.explainer.image_processor_kwargs(image_size),
         )
+        boxes = self._boxes_on_original(model_outputs, picture) if "boxes" in model_outputs else None
         entries = []
         for k, (label, full) in enumerate(zip(model_outputs["labels"], full_maps, strict=True)):
+            if boxes is not None and boxes[k] is None:
+                continue  # a padding map: this image has fewer boxes above the threshold than another of its batch
             entry = {
                 "label": label,
                 "score": float(model_outputs["probabilities"][0, k]),
                 "heatmap": visualize.heatmap_image(full),
                 "overlay": visualize.overlay(picture, full, alpha=alpha, colormap=colormap),
             }
+            if boxes is not None:
+                entry["box"] = boxes[k]
+                entry["overlay"] = visualize.draw_box(entry["overlay"], [boxes[k][key] for key in detection.BOX_KEYS])
             if return_tensors:
                 entry["map"] = full
             if "words" in model_outputs:
                 entry["words"] = model_outputs["words"][k]
             entries.append(entry)
-        return sorted(entries, key=lambda entry: entry["score"], reverse=True)
+        entries = sorted(entries, key=lambda entry: entry["score"], reverse=True)
+        return entries[:top_k] if top_k else entries
+
+    def _boxes_on_original(self, model_outputs, picture) -> list[dict[str, int] | None]:
+        """Each map's box as `zero-shot-object-detection` gives it, in the original image's pixels (None: padding)."""
+        processed_size = tuple(model_outputs["image_sizes"][0].tolist())
+        original = detection.boxes_in_original_image(
+            model_outputs["boxes"][0], processed_size, (picture.height, picture.width), self.explainer.image_processor
+        )
+        indices = model_outputs["box_indices"][0].tolist()
+        return [
+            None if index == detection.PADDING else dict(zip(detection.BOX_KEYS, box.int().tolist(), strict=True))
+            for index, box in zip(indices, original, strict=True)
+        ]
 
 
 def _given(**parameters) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .adapters import PixelInputs
+from .detection import DetectionRequest
 
 __all__ = ["ExplanationRequest"]
 
@@ -49,6 +50,8 @@ class ExplanationRequest:
         id2label: classifiers: class id to name (`model.config.id2label`); ids it lacks are named "class i".
         null_direction: float32 [1, features], the embedding of SigLIP's null prompt when LeGrad's correction
             asked for it (`prepare_request(null_prompt=True)`); None otherwise. Not part of `directions_for`.
+        detections: detectors: which (box, query) pairs to explain, resolved per image by `directions_for`
+            (`detection.DetectionRequest`); `labels` are then the queries. None for other families.
     """
 
     pixels: PixelInputs
@@ -59,6 +62,7 @@ class ExplanationRequest:
     num_labels: int = 0
     id2label: dict[int, str] = field(default_factory=dict)
     null_direction: torch.Tensor | None = None
+    detections: DetectionRequest | None = None
 
     @property
     def is_dual_encoder(self) -> bool:
@@ -81,7 +85,8 @@ class ExplanationRequest:
         Returns:
             (directions float32 [batch, prompts, features] on `features`' device, so that the score of prompt k
             is `<features[b], directions[b, k]>`; labels, a list of `prompts` strings shared by all images or one
-            such list per image; target_ids long [batch, prompts] on the CPU for classifiers, else None).
+            such list per image; target_ids long [batch, prompts] on the CPU for classifiers (detectors: each map's
+            query), else None).
         """
         if features.dim() != 2 or features.shape[0] != self.batch_size:
             raise ValueError(
@@ -89,6 +94,8 @@ class ExplanationRequest:
                 f"{tuple(features.shape)}."
             )
         batch = features.shape[0]
+        if self.detections is not None:
+            return self.detections.directions_for(features, self.labels)
         if self.is_dual_encoder:
             directions = self.directions.to(features.device).unsqueeze(0).expand(batch, -1, -1)
             return directions, self.labels, None

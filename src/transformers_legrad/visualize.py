@@ -41,6 +41,8 @@ Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 _TEXT_COLOR = (20, 20, 20)
 _SCORE_COLOR = (90, 90, 90)
 _FRAME_COLOR = (200, 200, 200)
+#: The colour `draw_box` draws a detection's box in.
+BOX_COLOR = (0, 230, 255)
 _MAX_LABEL_LINES = 2
 # A word of relevance r (relative to its prompt's largest) is shaded WORD_SHADE blended over white by r.
 _WORD_SHADE = (255, 170, 40)
@@ -94,6 +96,29 @@ def overlay(
     rgb = _as_rgb(image)
     colored = Image.fromarray(_colorize_array(_resize_map(heatmap, rgb.size), colormap))
     return Image.blend(rgb, colored, float(alpha))
+
+
+def draw_box(
+    image: Image.Image, box: Sequence[float], color: tuple[int, int, int] = BOX_COLOR, width: int | None = None
+) -> Image.Image:
+    """A copy of `image` with a rectangle drawn on it (a detection's box on its overlay).
+
+    Args:
+        image: a PIL image (converted to RGB).
+        box: (xmin, ymin, xmax, ymax) in the image's pixels; parts outside the image are not drawn.
+        color: the line's RGB colour.
+        width: the line's width in pixels; None: about 1/150 of the image's longer side, at least 1.
+
+    Raises:
+        ValueError: `box` is not four finite numbers with xmin <= xmax and ymin <= ymax.
+    """
+    values = [float(v) for v in box]
+    if len(values) != 4 or not all(np.isfinite(values)) or values[0] > values[2] or values[1] > values[3]:
+        raise ValueError(f"`box` must be (xmin, ymin, xmax, ymax) with xmin <= xmax and ymin <= ymax, got {box!r}.")
+    drawn = _as_rgb(image).copy()
+    line = width if width is not None else max(1, round(max(drawn.size) / 150))
+    ImageDraw.Draw(drawn).rectangle(values, outline=tuple(color), width=_check_positive_int(line, "width"))
+    return drawn
 
 
 def heatmap_image(heatmap: MapLike, size: tuple[int, int] | None = None) -> Image.Image:

@@ -223,6 +223,11 @@ class FamilySpec:
         return self.base_task == FEATURE_EXTRACTION
 
     @property
+    def is_detector(self) -> bool:
+        """An open-vocabulary detector: each text query is explained at the boxes it matches."""
+        return self.base_task == ZERO_SHOT_DETECTION
+
+    @property
     def modality(self) -> str:
         """What the family's models take: "image", "video" (frames) or "audio" (a waveform's spectrogram)."""
         return TASK_MODALITIES.get(self.base_task, "image")
@@ -259,6 +264,10 @@ class PixelInputs:
         valid_tokens: bool [batch, tokens] of real (non-padding) tokens, or None when every token is real.
         prompts: the tokenized prompts, for a readout that reads them with the image tokens (an adapter whose
             `reads_prompts` is True, such as BLIP's image-text matching head); None otherwise.
+        queries: detectors: the text queries' embeddings [queries, dim] that the readout scores each patch against
+            (set by the explainer's request); None for other families.
+        boxes: detectors: the model's predicted boxes [batch, patches, 4] (center x, center y, width, height,
+            relative to the processed image), set by the adapter's `image_features`; None before it ran.
     """
 
     model_kwargs: dict[str, object]
@@ -266,6 +275,8 @@ class PixelInputs:
     image_sizes: list[tuple[int, ...]]
     valid_tokens: torch.Tensor | None = None
     prompts: TextInputs | None = None
+    queries: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -321,6 +332,7 @@ class FamilyAdapter:
         spec: the family's declaration (classes, tasks, module paths, prefix tokens, card prose).
         is_dual_encoder: True for image-text models (prompts), False for classifiers (targets).
         is_backbone: True for backbones (neither prompts nor classes: `directions` or `reference_images`).
+        is_detector: True for open-vocabulary detectors (text queries explained at their boxes; `detections`).
         explains_pooling_head: True when LeGrad differentiates the pooling head's attention (SigLIP) instead of
             each block's self-attention.
         default_correction: True when SigLIP's null-prompt correction is on by default.
@@ -329,6 +341,7 @@ class FamilyAdapter:
     spec: ClassVar[FamilySpec]
     is_dual_encoder: ClassVar[bool] = False
     is_backbone: ClassVar[bool] = False
+    is_detector: ClassVar[bool] = False
     explains_pooling_head: ClassVar[bool] = False
     default_correction: ClassVar[bool] = False
 

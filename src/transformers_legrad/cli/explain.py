@@ -42,7 +42,15 @@ def add_parser(commands, common: argparse.ArgumentParser) -> None:
     explain.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files or folders of images")
     explain.add_argument("--model", required=True, help="Hub id or local folder of a supported model")
     explain.add_argument("--prompt", action="append", default=[], help="a text prompt (repeatable)")
-    explain.add_argument("--top-k", type=int, help="classifiers: explain the k most probable classes")
+    explain.add_argument(
+        "--top-k", type=int, help="classifiers: explain the k most probable classes; detectors: keep the k best boxes"
+    )
+    explain.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="detectors (OWL-ViT, OWLv2): explain every box whose score is above this (default 0.1)",
+    )
     explain.add_argument("--target", action="append", default=[], help="classifiers: a class name or id (repeatable)")
     explain.add_argument(
         "--reference",
@@ -136,6 +144,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             f"--reference and --directions are for backbones (such as Dinov2Model); {args.model} takes "
             + ("--prompt" if adapter.is_dual_encoder else "--top-k or --target")
+        )
+    elif args.threshold is not None and not adapter.is_detector:
+        raise UserError(f"--threshold is for detectors (OWL-ViT, OWLv2); {args.model} is not one")
+    elif adapter.is_detector:
+        if not args.prompt:
+            raise UserError(f"{args.model} is a detector: give at least one --prompt (the objects to find)")
+        if args.target:
+            raise UserError("--target is for image classifiers; this detector takes --prompt")
+        call["candidate_labels"] = args.prompt
+        call.update(
+            {name: value for name, value in (("threshold", args.threshold), ("top_k", args.top_k)) if value is not None}
         )
     elif adapter.is_dual_encoder:
         if not args.prompt:
@@ -371,8 +390,11 @@ def _write_image_results(out: Path, stem: str, path: Path, image, entries, visua
                 "heatmap": f"{name}_heatmap.png",
                 "grid": f"{stem}_grid.png",
                 **({"words": entry["words"]} if "words" in entry else {}),
+                **({"box": entry["box"]} if "box" in entry else {}),
             }
         )
+    if not entries:  # a detector found nothing above its threshold in this image
+        return records
     visualize.save_grid(
         out / f"{stem}_grid.png",
         image,
