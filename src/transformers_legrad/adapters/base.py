@@ -597,6 +597,19 @@ class FamilyAdapter:
         tower = int(self.model.config.text_config.max_position_embeddings)
         return min(tower, int(getattr(tokenizer, "model_max_length", tower) or tower))
 
+    @property
+    def reads_prompts(self) -> bool:
+        """Whether the readout reads the tokenized prompts itself, with the image tokens (BLIP's image-text matching
+        head cross-attends them), instead of comparing one image embedding with text embeddings. The explainer then
+        tokenizes the prompts into `PixelInputs.prompts` and takes their directions from `prompt_directions`."""
+        return False
+
+    def prompt_directions(self, num_prompts: int) -> torch.Tensor:
+        """float32 [prompts, features]: each prompt's direction in readout space when `reads_prompts` is True."""
+        raise NotImplementedError(
+            f"{type(self).__name__} compares image and text embeddings (`reads_prompts` is False)."
+        )
+
     # --- targets (classifiers) -----------------------------------------------------------------------------
     @property
     def num_labels(self) -> int:
@@ -618,19 +631,6 @@ class DualEncoderAdapter(FamilyAdapter):
 
     is_dual_encoder = True
     text_layout: ClassVar[TextLayout | None] = None
-
-    @property
-    def reads_prompts(self) -> bool:
-        """Whether the readout reads the tokenized prompts itself, with the image tokens (BLIP's image-text matching
-        head cross-attends them), instead of comparing one image embedding with text embeddings. The explainer then
-        tokenizes the prompts into `PixelInputs.prompts` and takes their directions from `prompt_directions`."""
-        return False
-
-    def prompt_directions(self, num_prompts: int) -> torch.Tensor:
-        """float32 [prompts, features]: each prompt's direction in readout space when `reads_prompts` is True."""
-        raise NotImplementedError(
-            f"{type(self).__name__} compares image and text embeddings (`reads_prompts` is False)."
-        )
 
     def text_pooled_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """long [prompts]: the position of each prompt the text tower pools (its EOS, first or last token)."""
