@@ -28,8 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
+from . import maps as maps_module
 from ._colormaps import colormap_table
 from .images import BACKGROUND
 from .visualize import (
@@ -56,7 +58,7 @@ from .visualize import (
     overlay,
 )
 
-__all__ = ["save_video_gif", "spectrogram_figure", "time_relevance", "video_strip"]
+__all__ = ["save_video_gif", "spectrogram_figure", "video_strip"]
 
 FrameLike = Image.Image | np.ndarray
 #: The relevance-over-time curve and the area under it.
@@ -215,18 +217,6 @@ def _frame_captions(frame_labels: Sequence[str] | None, count: int) -> list[str]
 
 
 # --- audio -------------------------------------------------------------------------------------------------------
-def time_relevance(heatmap: MapLike) -> np.ndarray:
-    """When in the clip the target is: the map's mean over mel bins at each time frame.
-
-    Args:
-        heatmap: float [mel bins, time frames] map in [0, 1].
-
-    Returns:
-        float32 [time frames] in [0, 1].
-    """
-    return _as_float_map(heatmap).mean(axis=0)
-
-
 def spectrogram_figure(
     spectrogram: MapLike,
     heatmap: MapLike,
@@ -252,7 +242,7 @@ def spectrogram_figure(
         heatmap: float [mel bins, time frames] map in [0, 1], lowest frequency first (e.g.
             `LeGradOutput.heatmaps[b, k]`); stretched over the spectrogram if the sizes differ.
         relevance_over_time: optional float [time] curve (any length, stretched along the time axis); default
-            `time_relevance(heatmap)`, the map's mean over mel bins.
+            `maps.relevance_over_time` of the map: its mean over mel bins.
         label: optional title (the class), written above the figure.
         score: optional number written under the title as "0.873".
         alpha: weight of the colorized map over the spectrogram, in [0, 1].
@@ -280,7 +270,10 @@ def spectrogram_figure(
         raise ValueError(f"`seconds_per_frame` must be a positive number, got {seconds_per_frame!r}.")
     gray = _spectrogram_gray(spectrogram)
     values = _as_float_map(heatmap)
-    curve = time_relevance(values) if relevance_over_time is None else _check_curve(relevance_over_time)
+    if relevance_over_time is None:  # the map's mean over mel bins, as `LeGradOutput.relevance_over_time()`
+        curve = maps_module.relevance_over_time(torch.from_numpy(values)[None, None])[0, 0].numpy()
+    else:
+        curve = _check_curve(relevance_over_time)
 
     # Row 0 of the arrays is the lowest mel bin; row 0 of a picture is its top: flip.
     shown = Image.fromarray(np.rint(_resize_map(gray[::-1].copy(), (width, height)) * 255).astype(np.uint8))
