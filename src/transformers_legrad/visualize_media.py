@@ -58,7 +58,7 @@ from .visualize import (
     overlay,
 )
 
-__all__ = ["save_video_gif", "spectrogram_figure", "video_strip"]
+__all__ = ["save_gif", "save_video_gif", "spectrogram_figure", "video_strip"]
 
 FrameLike = Image.Image | np.ndarray
 #: The relevance-over-time curve and the area under it.
@@ -174,15 +174,38 @@ def save_video_gif(
     colormap_table(colormap)
     if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 0 < fps <= _MAX_GIF_FPS:
         raise ValueError(f"`fps` must be a number in (0, {_MAX_GIF_FPS:g}], got {fps!r}.")
+    _check_positive_int(loop, "loop", minimum=0)  # before the overlays are drawn
     if size is not None:
         size = _check_positive_int(size, "size", minimum=_MIN_TILE_SIZE)
         pictures = [_fit_to_square(picture, size) for picture in pictures]
-    loop = _check_positive_int(loop, "loop", minimum=0)
     overlays = [overlay(picture, heatmap, alpha, colormap) for picture, heatmap in zip(pictures, maps, strict=True)]
+    return save_gif(path, overlays, fps=fps, loop=loop)
+
+
+def save_gif(path: str | os.PathLike, pictures: Sequence[Image.Image], fps: float = 4.0, loop: int = 0) -> Path:
+    """Write pictures (e.g. the pipeline's per-frame overlays, `result["frames"]`) as an animated GIF.
+
+    Args:
+        path: the file to write (GIF whatever the suffix); its folder must exist.
+        pictures: the frames, RGB PIL images of one size, quantized to the GIF's 256 colours by Pillow.
+        fps: frames per second, at most 50; each delay is 1/fps rounded to a hundredth of a second.
+        loop: how many times the animation repeats; 0 forever.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: no pictures, or a bad fps or loop.
+    """
+    if isinstance(pictures, Image.Image) or not isinstance(pictures, Sequence) or len(pictures) == 0:
+        raise ValueError("`pictures` must be a non-empty list of PIL images.")
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 0 < fps <= _MAX_GIF_FPS:
+        raise ValueError(f"`fps` must be a number in (0, {_MAX_GIF_FPS:g}], got {fps!r}.")
+    loop = _check_positive_int(loop, "loop", minimum=0)
     delay_ms = 10 * max(1, round(100 / fps))
     path = Path(path)
-    overlays[0].save(
-        path, format="GIF", save_all=True, append_images=overlays[1:], duration=delay_ms, loop=loop, disposal=1
+    pictures[0].save(
+        path, format="GIF", save_all=True, append_images=list(pictures[1:]), duration=delay_ms, loop=loop, disposal=1
     )
     return path
 
