@@ -279,3 +279,33 @@ def test_audio_errors(audio_pipe, tmp_path):
     (tmp_path / "noise.wav").write_bytes(b"not audio at all")
     with pytest.raises(media.AudioReadError, match="unreadable audio"):
         audio_pipe(str(tmp_path / "noise.wav"))
+
+
+# --- export ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name, model_id, processor_file",
+    [
+        ("audio", "MIT/ast-finetuned-audioset-10-10-0.4593", "preprocessor_config.json"),
+        ("video", "MCG-NJU/videomae-base-finetuned-kinetics", "preprocessor_config.json"),
+    ],
+)
+def test_an_exported_folder_reloads_with_its_preprocessor(name, model_id, processor_file, request, tmp_path):
+    import json
+
+    from transformers_legrad.export import CUSTOM_TASK, export_pipeline
+
+    pipe = request.getfixturevalue(f"{name}_pipe")
+    given = clip_wave(3) if name == "audio" else square_clip(7)
+    out = export_pipeline(pipe, tmp_path / "exported", model_id=model_id)
+    assert (out / processor_file).is_file() and (out / "model.safetensors").is_file()
+    custom = json.loads((out / "config.json").read_text())["custom_pipelines"][CUSTOM_TASK]
+    assert custom["type"] == name and custom["pt"] == [type(pipe.model).__name__]
+    expected = pipe(given, top_k=2, return_tensors=True)
+    for reloaded in (
+        pipeline("legrad-explanation", model=str(out)),
+        pipeline(model=str(out), trust_remote_code=True),  # the Hub's way: the folder's pipeline module
+    ):
+        assert type(reloaded.feature_extractor if name == "audio" else reloaded.image_processor) is type(
+            pipe.feature_extractor if name == "audio" else pipe.image_processor
+        )
+        assert_same_results([reloaded(given, top_k=2, return_tensors=True)], [expected])
