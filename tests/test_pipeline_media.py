@@ -266,6 +266,15 @@ def test_the_audio_pipeline_loads_the_feature_extractor(audio_pipe, ast, tmp_pat
         pipeline("legrad-explanation", model=str(bare))
 
 
+def test_an_image_or_video_model_without_its_image_processor_is_a_clear_error(videomae, vit, tmp_path):
+    for tiny, name in ((videomae, "VideoMAEForVideoClassification"), (vit, "ViTForImageClassification")):
+        bare = tmp_path / name
+        shutil.copytree(tiny.path, bare)
+        (bare / "preprocessor_config.json").unlink()
+        with pytest.raises(ValueError, match=f"no image processor was found for {name}.*`image_processor=`"):
+            pipeline("legrad-explanation", model=str(bare))
+
+
 def test_audio_errors(audio_pipe, tmp_path):
     wave = clip_wave(2)
     with pytest.raises(ValueError, match="is an audio classifier: use top_k"):
