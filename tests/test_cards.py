@@ -12,6 +12,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import soundfile
 import transformers
 import yaml
 from huggingface_hub import ModelCard, metadata_load
@@ -35,11 +36,13 @@ from transformers_legrad.cards import (
 )
 
 import tiny_aimv2
+import tiny_audio
 import tiny_blip
 import tiny_classifiers
 import tiny_clip_layout
 import tiny_models
 import tiny_owl
+import tiny_video
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS_DIR = ROOT / "model_cards"
@@ -68,8 +71,11 @@ def test_table_rows_are_complete():
         assert entry.model_class in SUPPORTED_MODEL_CLASSES
         assert ARCHITECTURES[entry.model_class].base_task == entry.base_task
         assert entry.license in HUB_LICENSES and entry.license != "unknown"
-        assert entry.native_resolution and entry.patch_size and entry.image_size
-        assert entry.image_size % entry.patch_size == 0 or entry.image_size == entry.native_resolution
+        if entry.modality == "audio":  # a spectrogram, not pixels: its input and patch grid in words
+            assert entry.input_grid and entry.native_resolution is None and entry.image_size is None
+        else:
+            assert entry.native_resolution and entry.patch_size and entry.image_size
+            assert entry.image_size % entry.patch_size == 0 or entry.image_size == entry.native_resolution
         assert entry.parameter_class in ("<100M", "100M-1B", "1B-10B")
 
 
@@ -209,6 +215,9 @@ def tiny_by_class(request):
         **_tiny_timm(),
         "BlipForImageTextRetrieval": tiny_blip.make_blip(),
         "Owlv2ForObjectDetection": tiny_owl.make_owlv2(),
+        "VideoMAEForVideoClassification": tiny_video.make_videomae(),
+        "VivitForVideoClassification": tiny_video.make_vivit(),
+        "ASTForAudioClassification": tiny_audio.make_ast(),
     }
 
 
@@ -245,12 +254,17 @@ def test_card_usage_runs_as_written_on_a_tiny_model(model_id, tiny_by_class, tmp
     monkeypatch.chdir(tmp_path)
     tiny_models.random_image(0, (64, 40)).save("cats.jpg")  # not square: CLIP's center crop cuts its sides
     tiny_models.random_image(1).save(cards.EXAMPLE_REFERENCE)  # a backbone's direction
+    Path(cards.EXAMPLE_VIDEO).mkdir()  # a video classifier's clip: 6 frames, sampled to the model's 4
+    for index, frame in enumerate(tiny_video.random_clip(2, frames=6)):
+        frame.save(Path(cards.EXAMPLE_VIDEO) / f"frame{index}.png")
+    wave = tiny_audio.tone_burst(tiny_audio.samples_for_frames(80), start=0.2, duration=0.2, seed=0)
+    soundfile.write(cards.EXAMPLE_AUDIO, wave, tiny_audio.SAMPLING_RATE)  # an audio classifier's clip
 
     namespaces = []
     for index, block in enumerate(python_blocks):
         namespaces.append({"__name__": f"card_block_{index}"})
         exec(compile(block, f"<{card_filename(model_id)} python block {index}>", "exec"), namespaces[-1])
-    overlays = sorted(Path(".").glob("legrad_*.png"))  # the pipeline block saves one overlay per result
+    overlays = sorted(Path(".").glob("legrad_*.png"))  # the pipeline block saves one picture per result
     out = namespaces[-1]["out"]
     if entry.base_task == ZERO_SHOT_DETECTION:  # one result per box above the threshold, one map per (box, query)
         assert len(overlays) == len(namespaces[0]["results"]) > 0
@@ -258,8 +272,10 @@ def test_card_usage_runs_as_written_on_a_tiny_model(model_id, tiny_by_class, tmp
     else:
         backbone = ARCHITECTURES[entry.model_class].is_backbone
         expected = len(cards.EXAMPLE_PROMPTS) if entry.base_task == ZERO_SHOT else 1 if backbone else 3
-        assert len(overlays) == expected  # prompts, one reference, or the top 3 classes
+        assert len(overlays) == expected  # prompts, one reference, or the top 3 classes (video: strips; audio: figures)
         assert out.heatmaps.shape[:2] == (1, 2)  # two prompts, or two target classes
+    if entry.modality == "video":
+        assert len(sorted(Path(".").glob("legrad_*.gif"))) == 3  # and an animated GIF per class
 
     arguments = shlex.split(command)
     assert arguments[0] == "legrad"

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from transformers_legrad.maps import relevance_over_time
 from transformers_legrad.visualize_media import (
     _CURVE_COLOR,
     save_video_gif,
     spectrogram_figure,
-    time_relevance,
     video_strip,
 )
 
@@ -188,7 +188,8 @@ def test_late_map_lights_the_right_and_the_curve_peaks_there():
     assert abs(lit[0] - (left + 30 * 200 / TIME)) <= 3 and abs(lit[2] - (left + 34 * 200 / TIME)) <= 3
     # The default curve is the map's mean over mel bins, drawn on the same time axis as the spectrogram.
     default = figure(late)
-    assert not changed(default, figure(late, relevance_over_time=time_relevance(late))).any()
+    mean_over_mel = relevance_over_time(torch.from_numpy(late)[None, None])[0, 0]
+    assert not changed(default, figure(late, relevance_over_time=mean_over_mel)).any()
     curve = (pixels(default) == _CURVE_COLOR).all(axis=-1)
     assert bbox(curve)[0] == left and bbox(curve)[2] == right  # the curve spans the time axis
     top_row = bbox(curve)[1]

@@ -43,6 +43,12 @@ EXAMPLE_PROMPTS = ("a cat", "a remote control")
 EXAMPLE_CLASS = "tabby, tabby cat"  # ImageNet-1k class 281, as named in the ViT/DeiT checkpoints' id2label
 EXAMPLE_REFERENCE = "cat_reference.jpg"  # backbones: a reference image whose embedding is the direction
 EXAMPLE_THRESHOLD = 0.2  # detectors: explain every box whose detection score is above it
+EXAMPLE_VIDEO = "clip_frames/"  # video classifiers: a folder of frames (a GIF works too)
+EXAMPLE_AUDIO = "clip.wav"  # audio classifiers
+EXAMPLE_CLASS_IDS = (0, 1)  # video and audio cards: class ids (their names are in `model.config.id2label`)
+#: What a card calls the input of a model of each modality, and the file its usage examples explain.
+INPUT_NOUNS = {"image": "image", "video": "video", "audio": "audio clip"}
+EXAMPLE_INPUTS = {"image": EXAMPLE_IMAGE, "video": EXAMPLE_VIDEO, "audio": EXAMPLE_AUDIO}
 
 
 class _Registered(Mapping):
@@ -111,8 +117,15 @@ class CardModel(HubCheckpoint):
         return f", image_size={self.image_size}"
 
     @property
+    def modality(self) -> str:
+        """What the model takes: "image", "video" or "audio" (its family's `FamilySpec.modality`)."""
+        return self.architecture.modality
+
+    @property
     def example_call(self) -> str:
         """The pipeline call a card shows, on a pipeline bound to `explain`."""
+        if self.modality != "image":
+            return f'explain("{EXAMPLE_INPUTS[self.modality]}", top_k=3)'
         if self.architecture.is_backbone:
             return f'explain("{EXAMPLE_IMAGE}", reference_images=["{EXAMPLE_REFERENCE}"]{self.explain_size_argument})'
         if self.architecture.is_dual_encoder or self.architecture.is_detector:
@@ -378,6 +391,11 @@ def _fields(entry: CardModel) -> dict[str, str]:
     architecture = entry.architecture
     return {
         "model_id": entry.model_id,
+        "input_noun": INPUT_NOUNS[entry.modality],
+        "upsampling": _upsampling(entry),
+        "result_description": _result_description(entry),
+        "token": "tubelet" if entry.modality == "video" else "patch",
+        "upsampling_mode": "trilinearly" if entry.modality == "video" else "bilinearly",
         "model_table": _model_table(entry),
         "subject": _subject(architecture),
         "score_definition": _wrap(architecture.score_definition),
@@ -397,6 +415,50 @@ def _subject(architecture: FamilySpec) -> str:
     if architecture.is_detector:
         return "detection"
     return "direction" if architecture.is_backbone else "prompt" if architecture.is_dual_encoder else "class"
+
+
+def _upsampling(entry: CardModel) -> str:
+    """How a map goes from its token grid to the input, as the card's sentence says it."""
+    return {
+        "image": "upsampled bilinearly to the processed image",
+        "video": "upsampled trilinearly (along frames, height and width) to the processed frames",
+        "audio": "upsampled bilinearly to the spectrogram (mel bins x time frames)",
+    }[entry.modality]
+
+
+def _result_description(entry: CardModel) -> str:
+    """The pipeline section's paragraph on what one result holds."""
+    registers = "`import transformers_legrad` registers the `legrad-explanation` task."
+    if entry.modality == "image":
+        return (
+            f"{registers} Each result is a dict\n"
+            '`{"label", "score", "heatmap", "overlay"}` (`heatmap`: PIL "L" image at the original size; `overlay`: '
+            'PIL RGB),\nsorted by score, highest first; `return_tensors=True` adds `"map"`, a float32 [height, width] '
+            "array in [0, 1]."
+        )
+    return _wrap(f"{registers} {_media_result_description(entry)}")
+
+
+def _media_result_description(entry: CardModel) -> str:
+    if entry.modality == "video":
+        return (
+            'Each result is a dict `{"label", "score", "frames", "strip"}` (`frames`: one PIL RGB overlay per frame '
+            "the model saw, at the original size; `strip`: those frames in a row with the label and score), sorted "
+            'by score, highest first; `return_tensors=True` adds `"map"`, a float32 [frames, height, width] array in '
+            "[0, 1]. The clip is a folder of frames, a GIF, a list of frames or a [frames, H, W, C] array, sampled to "
+            "the model's `config.num_frames` as transformers' `video-classification` pipeline does."
+        )
+    if entry.modality == "audio":
+        return (
+            'Each result is a dict `{"label", "score", "overlay", "relevance_over_time", "times"}` (`overlay`: the '
+            "spectrogram with the map over it and the relevance-over-time curve under it, PIL RGB; "
+            "`relevance_over_time`: the map's mean over mel bins at each spectrogram frame; `times`: each frame's "
+            'time in seconds), sorted by score, highest first; `return_tensors=True` adds `"map"`, a float32 [mel '
+            "bins, time frames] array in [0, 1]. The clip is an audio file, a 1-D waveform at the feature "
+            'extractor\'s rate or `{"raw": waveform, "sampling_rate": rate}` (resampled), as transformers\' '
+            "`audio-classification` pipeline takes it."
+        )
+    raise ValueError(f"no result description for {entry.modality!r} inputs")
 
 
 def _wrap(text: str, bullet: bool = False) -> str:
@@ -482,8 +544,10 @@ def _model_table(entry: CardModel) -> str:
     ]
     if entry.native_resolution is not None:
         rows.append(("native resolution", f"{entry.native_resolution} x {entry.native_resolution} pixels"))
-    if entry.patch_size is not None:
+    if entry.patch_size is not None and entry.modality != "audio":
         rows.append(("patch size", f"{entry.patch_size} x {entry.patch_size} pixels"))
+    if entry.input_grid is not None:
+        rows.append(("input and map grid", entry.input_grid))
     if entry.parameters_millions is not None:
         rows.append(("parameters", f"{_millions(entry.parameters_millions)} ({entry.parameter_class})"))
     if entry.image_tower_parameters_millions is not None:
@@ -494,6 +558,8 @@ def _model_table(entry: CardModel) -> str:
 
 
 def _grid_description(entry: CardModel) -> str:
+    if entry.input_grid is not None:
+        return entry.input_grid.split("; ")[-1]  # the token grid part
     size = entry.image_size or entry.native_resolution
     if size is None or entry.patch_size is None:
         return "one cell per patch"
@@ -511,12 +577,27 @@ def _pipeline_example(entry: CardModel) -> str:
         f"results = {entry.example_call}",
         "for rank, result in enumerate(results):",
         '    print(result["label"], round(result["score"], 3)' + (', result["box"])' if detector else ")"),
-        '    result["overlay"].save(f"legrad_{rank}.png")',
     ]
+    if entry.modality == "video":
+        lines += [
+            '    result["strip"].save(f"legrad_{rank}.png")  # the frames with their maps, in a row',
+            '    save_gif(f"legrad_{rank}.gif", result["frames"])  # the same, animated',
+        ]
+        lines.insert(2, "from transformers_legrad.visualize_media import save_gif")
+    elif entry.modality == "audio":
+        lines += [
+            '    result["overlay"].save(f"legrad_{rank}.png")  # the spectrogram with the map and the curve',
+            '    curve, times = result["relevance_over_time"], result["times"]',
+            '    print("most relevant at", round(times[curve.index(max(curve))], 2), "s")',
+        ]
+    else:
+        lines.append('    result["overlay"].save(f"legrad_{rank}.png")')
     return "\n".join(lines)
 
 
 def _python_example(entry: CardModel) -> str:
+    if entry.modality != "image":
+        return _media_python_example(entry)
     architecture = entry.architecture
     processor = architecture.processor_class
     size = entry.explain_size_argument
@@ -569,6 +650,41 @@ def _python_example(entry: CardModel) -> str:
     return "\n".join(lines)
 
 
+def _media_python_example(entry: CardModel) -> str:
+    """The Python block of a video or audio classifier: read the input with `media`, explain the top class and
+    two class ids."""
+    processor = entry.architecture.processor_class
+    targets = ", ".join(str(class_id) for class_id in EXAMPLE_CLASS_IDS)
+    if entry.modality == "video":
+        reader = "load_video, sample_frames"
+        read = [f'frames = sample_frames(load_video("{EXAMPLE_VIDEO}"), model.config.num_frames)']
+        given, shape = "videos=frames", "[videos, classes, frames, height, width]"
+    else:
+        reader = "load_audio"
+        read = [f'waveform, rate = load_audio("{EXAMPLE_AUDIO}", target_rate=processor.sampling_rate)']
+        given, shape = "audio=waveform, sampling_rate=rate", "[clips, classes, mel bins, time frames]"
+    lines = [
+        "import torch",
+        f"from transformers import {processor}, {entry.model_class}",
+        "from transformers_legrad import LeGradExplainer",
+        f"from transformers_legrad.media import {reader}",
+        "",
+        'device = "cuda" if torch.cuda.is_available() else "cpu"',
+        f'model = {entry.model_class}.from_pretrained("{entry.model_id}").to(device)',
+        f'processor = {processor}.from_pretrained("{entry.model_id}")',
+        "explainer = LeGradExplainer(model, processor)  # explains the last 2 blocks, the authors' default",
+        "",
+        *read,
+        f"out = explainer.explain({given})  # the top-1 class",
+        f"out = explainer.explain({given}, targets=[{targets}])  # class ids (names: model.config.id2label)",
+        f"out.heatmaps  # float32 {shape} in [0, 1], one map per class",
+        "out.labels, out.target_ids, out.scores  # class names, class ids, logits",
+    ]
+    if entry.modality == "audio":
+        lines.append("out.relevance_over_time(), out.frame_times  # [clips, classes, time frames], seconds")
+    return "\n".join(lines)
+
+
 def _python_notes(entry: CardModel) -> list[str]:
     notes = [
         '`layers=` (constructor or call) picks the explained blocks: an int n for the last n, `"all"`, or block '
@@ -602,6 +718,10 @@ def _python_notes(entry: CardModel) -> list[str]:
 
 
 def _cli_example(entry: CardModel) -> str:
+    if entry.modality != "image":
+        video = " --video" if entry.modality == "video" else ""
+        command = f"legrad explain {EXAMPLE_INPUTS[entry.modality]}{video}"
+        return " \\\n    ".join([command, f"--model {entry.model_id}", "--top-k 3", "--out legrad_maps/"])
     if entry.architecture.is_backbone:
         what = f"--reference {EXAMPLE_REFERENCE}"
     elif entry.architecture.is_dual_encoder or entry.architecture.is_detector:

@@ -27,7 +27,8 @@ __all__ = ["LeGradExplanationPipeline"]
 
 
 def export_pipeline(pipe, out: str | Path, model_id: str) -> Path:
-    """Write `pipe`'s model (safetensors), processor parts, pipeline module, config and card to `out`.
+    """Write `pipe`'s model (safetensors), processor parts (image processor, tokenizer, or an audio model's feature
+    extractor), pipeline module, config and card to `out`.
 
     Args:
         pipe: a `legrad-explanation` pipeline.
@@ -43,7 +44,7 @@ def export_pipeline(pipe, out: str | Path, model_id: str) -> Path:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     pipe.model.save_pretrained(folder, safe_serialization=True)
-    for part in (pipe.image_processor, pipe.tokenizer):
+    for part in (pipe.image_processor, pipe.tokenizer, pipe.feature_extractor):
         if part is not None:
             part.save_pretrained(folder)
     (folder / f"{PIPELINE_MODULE}.py").write_text(PIPELINE_MODULE_SOURCE)
@@ -57,7 +58,7 @@ def export_pipeline(pipe, out: str | Path, model_id: str) -> Path:
             # backbone folder (`Dinov2Model`) must not load through `AutoModelForImageClassification`, which would
             # add an untrained head, nor a `BlipForImageTextRetrieval` folder through an Auto class (`BlipModel`).
             "pt": [_loading_class(pipe)],
-            "type": "image",
+            "type": pipe.explainer.adapter.spec.modality,
         }
     }
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

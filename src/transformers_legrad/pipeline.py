@@ -12,6 +12,17 @@ or `reference_images=[...]`, with `labels=` naming them; detectors (OWL-ViT, OWL
 `zero-shot-object-detection` (`candidate_labels`, `threshold`, `top_k`) and add each box's map. One image gives a list
 of dicts sorted by score, highest first; a list of images gives a list of such lists; a `KeyDataset` or a generator
 streams one such list per image.
+
+Video and audio classifiers (the adapter's `spec.modality`) take what `video-classification` and
+`audio-classification` take:
+
+    >>> explain = pipeline("legrad-explanation", model="MCG-NJU/videomae-base-finetuned-kinetics")
+    >>> explain("clip_frames/", top_k=2)  # a folder of frames, a GIF, a list of frames or a [frames, H, W, C] array
+    [{"label": ..., "score": ..., "frames": [<PIL RGB>, ...], "strip": <PIL RGB>}, ...]
+    >>> explain = pipeline("legrad-explanation", model="MIT/ast-finetuned-audioset-10-10-0.4593")
+    >>> explain("clip.wav")  # a file, a 1-D array at the extractor's rate, or {"raw": array, "sampling_rate": sr}
+    [{"label": ..., "score": ..., "overlay": <PIL RGB>, "relevance_over_time": [...], "times": [...]}]
+
 The base class runs the steps: `preprocess` reads one image, its collate function stacks `batch_size` of them
 (`num_workers` DataLoader workers preprocess), `_forward` explains each batch with one `LeGradExplainer.explain`
 call (one trunk forward), and `postprocess` turns one image's maps into its results.
@@ -23,15 +34,18 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import transformers
+from PIL import Image
 from transformers import Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from . import detection, geometry, visualize
+from . import detection, geometry, media, visualize, visualize_media
 from . import images as images_module
 from .adapters import registry
 from .explainer import LeGradExplainer
+from .videos import as_videos
 
 TASK = "legrad-explanation"
 DEFAULT_MODEL = ("openai/clip-vit-base-patch16", "main")
@@ -44,7 +58,14 @@ class LeGradExplanationPipeline(Pipeline):
 
     Call arguments:
         images: a PIL image, local path, URL or numpy array, a list of them, or a `KeyDataset` / generator of them
-            (the results stream, one image at a time).
+            (the results stream, one image at a time). Video models: a clip (a folder of frames, an animated
+            image file such as a GIF, a list of frames, or a [frames, H, W, C] array) or a list of clips. Audio
+            models: a clip (an audio file, a 1-D waveform at the feature extractor's rate, or
+            `{"raw" or "array": waveform, "sampling_rate": rate}`, resampled to the extractor's rate) or a list.
+        num_frames, frame_sampling_rate: video models: the frames taken from each clip, the model's
+            `config.num_frames` by default, spread over the whole clip (`media.sample_frames`), or with
+            `frame_sampling_rate` r, as transformers' `video-classification` does: `num_frames` frames evenly from
+            the first `num_frames * r`.
         candidate_labels: prompts (CLIP/SigLIP).
         hypothesis_template: how each label becomes a prompt, default "{}" (the label as it is).
         top_k / targets: classifiers: the k most probable classes (default 1), or given class ids/names.
@@ -65,19 +86,42 @@ class LeGradExplanationPipeline(Pipeline):
 
     Each result is `{"label", "score", "heatmap" (PIL "L", original size), "overlay" (PIL RGB)}`; "score" is the
     probability as the family's own pipeline reports it (softmax over labels for CLIP, sigmoid for SigLIP, softmax
-    over classes for classifiers; for backbones the cosine with the direction, no softmax).
+    over classes for classifiers; for backbones the cosine with the direction, no softmax). Video models give
+    `{"label", "score", "frames" (one PIL RGB overlay per sampled frame, original size), "strip"
+    (`visualize_media.video_strip`)}` and with `return_tensors` "map" [frames, height, width]; audio models
+    `{"label", "score", "overlay" (`visualize_media.spectrogram_figure`), "relevance_over_time" (a float per
+    spectrogram frame), "times" (each frame's time in seconds)}` and with `return_tensors` "map" [mel bins, time
+    frames].
     """
 
     _load_processor = False
-    _load_image_processor = True
-    _load_feature_extractor = False
+    # Both tried, neither required by transformers' loader: an image or video model has an image processor, an
+    # audio model a feature extractor; `__init__` says which one is missing.
+    _load_image_processor = None
+    _load_feature_extractor = None
     _load_tokenizer = None  # dual encoders need one; classifiers have none
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        components = _Components(image_processor=self.image_processor, tokenizer=self.tokenizer)
+        adapter = registry.adapter_class_for(type(self.model))
+        modality = adapter.spec.modality if adapter is not None else "image"  # unsupported: the explainer says so
+        if modality == "audio":
+            components = _Components(feature_extractor=self._required(self.feature_extractor, "feature extractor"))
+        else:
+            components = _Components(
+                image_processor=self._required(self.image_processor, "image processor"), tokenizer=self.tokenizer
+            )
         self.explainer = LeGradExplainer(self.model, components)
+        self.modality = modality
         _warn_about_a_new_head(self.model)
+
+    def _required(self, component, name: str):
+        if component is None:
+            raise ValueError(
+                f"no {name} was found for {type(self.model).__name__} (its folder or Hub repo needs a "
+                f"preprocessor_config.json): pass `{name.replace(' ', '_')}=` to `pipeline(...)`."
+            )
+        return component
 
     def _sanitize_parameters(
         self,
@@ -96,6 +140,8 @@ class LeGradExplanationPipeline(Pipeline):
         return_tensors: bool | None = None,
         text_relevance: bool | None = None,
         threshold: float | None = None,
+        num_frames: int | None = None,
+        frame_sampling_rate: int | None = None,
         **unknown,
     ):
         if unknown:
@@ -105,6 +151,8 @@ class LeGradExplanationPipeline(Pipeline):
             hypothesis_template=hypothesis_template,
             image_size=image_size,
             timeout=timeout,
+            num_frames=num_frames,
+            frame_sampling_rate=frame_sampling_rate,
         )
         detector = bool(getattr(registry.adapter_class_for(type(self.model)), "is_detector", False))
         if detector and threshold is None:
@@ -147,6 +195,8 @@ class LeGradExplanationPipeline(Pipeline):
             images = list(images)
         if isinstance(images, list) and not images:
             return []  # the base class would index the first item
+        if self.modality == "video" and _is_one_clip(images):
+            return super().__call__([images], **kwargs)[0]  # a list of frames is one clip, not a batch of videos
         return super().__call__(images, **kwargs)
 
     def _references_as_directions(self, kwargs: dict[str, Any]) -> None:
@@ -164,10 +214,32 @@ class LeGradExplanationPipeline(Pipeline):
         if kwargs.get("labels") is None:
             kwargs["labels"] = [f"reference {k}" for k in range(directions.shape[0])]
 
-    def preprocess(self, image, candidate_labels=None, hypothesis_template="{}", image_size=None, timeout=None):
-        """One image: its pixel tensors (batch of 1), the loaded picture, and the labels with their prompts."""
-        picture = images_module.load(image, timeout)
+    def preprocess(
+        self,
+        image,
+        candidate_labels=None,
+        hypothesis_template="{}",
+        image_size=None,
+        timeout=None,
+        num_frames=None,
+        frame_sampling_rate=None,
+    ):
+        """One input: its model tensors (batch of 1), what the pictures are drawn on, and the labels with prompts.
+
+        An image gives its pixel tensors and picture; a video its sampled frames (`frames`, their indices in the
+        clip) and pixel_values [1, frames, channels, height, width]; an audio clip its waveform at the feature
+        extractor's rate and the spectrogram the model sees.
+        """
         labels, prompts = self._labels_and_prompts(candidate_labels, hypothesis_template)
+        if self.modality != "video" and (num_frames is not None or frame_sampling_rate is not None):
+            raise ValueError(f"`num_frames` and `frame_sampling_rate` are for video models; {self._takes}.")
+        if self.modality != "image" and image_size is not None:
+            raise ValueError(f"`image_size` is for image models; {self._takes}, explained at its own input size.")
+        if self.modality == "video":
+            return {**self._preprocess_video(image, num_frames, frame_sampling_rate), "labels": None, "prompts": None}
+        if self.modality == "audio":
+            return {**self._preprocess_audio(image), "labels": None, "prompts": None}
+        picture = images_module.load(image, timeout)
         processed = self.explainer.image_processor(
             images=[picture], return_tensors="pt", **self.explainer.image_processor_kwargs(image_size)
         )
@@ -183,9 +255,10 @@ class LeGradExplanationPipeline(Pipeline):
             )
         if not (self.explainer.adapter.is_dual_encoder or self.explainer.adapter.is_detector):
             if candidate_labels is not None:
+                article = "an" if self.modality[0] in "aeiou" else "a"
                 raise ValueError(
-                    f"{type(self.model).__name__} is an image classifier: use top_k=... or targets=[...], "
-                    "not candidate_labels."
+                    f"{type(self.model).__name__} is {article} {self.modality} classifier: use top_k=... or "
+                    "targets=[...], not candidate_labels."
                 )
             return None, None
         if candidate_labels is None:
@@ -210,6 +283,16 @@ class LeGradExplanationPipeline(Pipeline):
         `model_inputs` is one `preprocess` result, or with `batch_size` > 1 the base class's collation of several:
         tensors concatenated along dim 0, every other item a list with one entry per image.
         """
+        if self.modality != "image":
+            others = {"directions": directions, "labels": labels, "correction": correction}
+            others["text_relevance"] = text_relevance
+            for name, value in others.items():
+                if value is not None:
+                    raise ValueError(
+                        f"`{name}` is not for {self.modality} classifiers: {type(self.model).__name__} takes "
+                        "top_k=... or targets=[...]."
+                    )
+            return self._forward_media(model_inputs, top_k=top_k, targets=targets, layers=layers)
         collated = isinstance(model_inputs["picture"], list)
         pictures = model_inputs["picture"] if collated else [model_inputs["picture"]]
         # Labels and prompts are call arguments, the same for every image of the batch.
@@ -267,8 +350,13 @@ class LeGradExplanationPipeline(Pipeline):
         """One image's results, sorted by score: the maps mapped back onto the original picture.
 
         `model_outputs` holds heatmaps [1, prompts, height, width], probabilities [1, prompts], image_sizes [1, 2],
-        the image's labels and its picture (detectors: boxes [1, maps, 4] and box_indices [1, maps] too).
+        the image's labels and its picture (detectors: boxes [1, maps, 4] and box_indices [1, maps] too;
+        videos and audio: see `_postprocess_video` and `_postprocess_audio`).
         """
+        if self.modality == "video":
+            return _sorted(self._postprocess_video(model_outputs, alpha, colormap, return_tensors))
+        if self.modality == "audio":
+            return _sorted(self._postprocess_audio(model_outputs, alpha, colormap, return_tensors))
         picture = model_outputs["picture"]
         full_maps = geometry.maps_on_original(
             model_outputs["heatmaps"][0],
@@ -296,7 +384,7 @@ class LeGradExplanationPipeline(Pipeline):
             if "words" in model_outputs:
                 entry["words"] = model_outputs["words"][k]
             entries.append(entry)
-        entries = sorted(entries, key=lambda entry: entry["score"], reverse=True)
+        entries = _sorted(entries)
         return entries[:top_k] if top_k else entries
 
     def _boxes_on_original(self, model_outputs, picture) -> list[dict[str, int] | None]:
@@ -311,6 +399,158 @@ class LeGradExplanationPipeline(Pipeline):
             for index, box in zip(indices, original, strict=True)
         ]
 
+    # --- video and audio ---------------------------------------------------------------------------------------
+    @property
+    def _takes(self) -> str:
+        return f"{type(self.model).__name__} takes {self.modality}"
+
+    def _preprocess_video(self, video, num_frames, frame_sampling_rate) -> dict[str, Any]:
+        """One clip read (`media.load_video`), sampled to the model's frame count, through the image processor."""
+        frames = media.load_video(video)
+        indices = _frame_indices(len(frames), num_frames or int(self.model.config.num_frames), frame_sampling_rate)
+        frames = [frames[int(i)] for i in indices]
+        processed = self.explainer.image_processor(as_videos([frames]), return_tensors="pt")
+        return {"pixel_values": processed["pixel_values"], "frames": frames, "frame_indices": indices.tolist()}
+
+    def _preprocess_audio(self, audio) -> dict[str, Any]:
+        """One clip read (`media.load_audio`) at the feature extractor's rate, and its spectrogram [1, frames, mel]."""
+        extractor = self.explainer.processor.feature_extractor
+        rate = int(extractor.sampling_rate)
+        sampling_rate = None
+        if isinstance(audio, dict):
+            audio, sampling_rate = _audio_from_dict(audio)
+        waveform, rate = media.load_audio(audio, sampling_rate=sampling_rate, target_rate=rate)
+        spectrogram = extractor(waveform, sampling_rate=rate, return_tensors="pt")["input_values"]
+        return {"waveform": waveform, "sampling_rate": rate, "spectrogram": spectrogram}
+
+    def _forward_media(self, model_inputs, top_k=None, targets=None, layers=None) -> dict[str, Any]:
+        """A batch of clips explained with one `explain` call; per clip the maps and what postprocess draws on."""
+        collated = isinstance(model_inputs["labels"], list)
+        if self.modality == "video":
+            given = {"pixel_values": model_inputs["pixel_values"]}
+            keep = ("frames", "frame_indices")
+        else:
+            waveforms = model_inputs["waveform"] if collated else [model_inputs["waveform"]]
+            rates = model_inputs["sampling_rate"] if collated else [model_inputs["sampling_rate"]]
+            given = {"audio": list(waveforms), "sampling_rate": rates[0]}  # one rate: the feature extractor's
+            keep = ()
+        output = self.explainer.explain(targets=targets, top_k=top_k, layers=layers, **given)
+        batch = output.heatmaps.shape[0]
+        labels = [output.labels_for(b) for b in range(batch)]
+        model_outputs = {
+            "heatmaps": output.heatmaps,
+            "probabilities": output.probabilities,
+            "labels": labels if collated else labels[0],
+            **{key: model_inputs[key] for key in keep},
+        }
+        if self.modality == "audio":
+            times = output.frame_times.expand(batch, -1)
+            model_outputs.update(
+                relevance=output.relevance_over_time(), times=times, spectrogram=model_inputs["spectrogram"]
+            )
+        return model_outputs
+
+    def _postprocess_video(self, model_outputs, alpha: float, colormap: str, return_tensors) -> list[dict]:
+        """One clip's results: per target its maps on the original frames, as overlays and as a strip."""
+        frames = model_outputs["frames"]
+        captions = [f"frame {index}" for index in model_outputs["frame_indices"]]
+        entries = []
+        for k, label in enumerate(model_outputs["labels"]):
+            maps = geometry.maps_on_original(
+                model_outputs["heatmaps"][0, k],  # [frames, H, W]: each frame placed like an image's map
+                tuple(model_outputs["heatmaps"].shape[-2:]),
+                frames[0].size,
+                self.explainer.image_processor,
+            )
+            score = float(model_outputs["probabilities"][0, k])
+            entry = {
+                "label": label,
+                "score": score,
+                "frames": [
+                    visualize.overlay(frame, frame_map, alpha=alpha, colormap=colormap)
+                    for frame, frame_map in zip(frames, maps, strict=True)
+                ],
+                "strip": visualize_media.video_strip(
+                    frames, maps, label=label, score=score, alpha=alpha, colormap=colormap, frame_labels=captions
+                ),
+            }
+            if return_tensors:
+                entry["map"] = maps
+            entries.append(entry)
+        return entries
+
+    def _postprocess_audio(self, model_outputs, alpha: float, colormap: str, return_tensors) -> list[dict]:
+        """One clip's results: per target the spectrogram figure and the relevance at each frame's time."""
+        spectrogram = model_outputs["spectrogram"][0].T  # [mel bins, time frames], lowest bin first
+        times = model_outputs["times"][0]
+        seconds_per_frame = float(times[1] - times[0]) if len(times) > 1 else None
+        entries = []
+        for k, label in enumerate(model_outputs["labels"]):
+            heatmap, curve = model_outputs["heatmaps"][0, k], model_outputs["relevance"][0, k]
+            score = float(model_outputs["probabilities"][0, k])
+            figure = visualize_media.spectrogram_figure(
+                spectrogram,
+                heatmap,
+                relevance_over_time=curve,
+                label=label,
+                score=score,
+                alpha=alpha,
+                colormap=colormap,
+                seconds_per_frame=seconds_per_frame,
+            )
+            entry = {
+                "label": label,
+                "score": score,
+                "overlay": figure,
+                "relevance_over_time": curve.tolist(),
+                "times": times.tolist(),
+            }
+            if return_tensors:
+                entry["map"] = heatmap
+            entries.append(entry)
+        return entries
+
+
+def _sorted(entries: list[dict]) -> list[dict]:
+    return sorted(entries, key=lambda entry: entry["score"], reverse=True)
+
+
+def _is_one_clip(inputs) -> bool:
+    """Whether a list given to a video pipeline is one clip's frames (images or [H, W, C] arrays), not clips."""
+    return isinstance(inputs, list) and all(
+        isinstance(item, Image.Image) or (isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim == 3)
+        for item in inputs
+    )
+
+
+def _frame_indices(total: int, num_frames: int, frame_sampling_rate: int | None) -> np.ndarray:
+    """Which of a clip's `total` frames a video model sees: `num_frames` spread over the clip
+    (`media.sample_frames`), or with `frame_sampling_rate` r transformers' rule, `num_frames` evenly from the
+    first `num_frames * r` frames."""
+    if frame_sampling_rate is None:
+        return media.sample_frames(np.arange(total), num_frames)
+    rate = frame_sampling_rate
+    if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
+        raise ValueError(f"`frame_sampling_rate` must be a positive int, got {rate!r}.")
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"`num_frames` must be a positive int, got {num_frames!r}.")
+    if num_frames * rate > total:
+        raise ValueError(
+            f"`num_frames={num_frames}` frames every `frame_sampling_rate={rate}` need {num_frames * rate} frames, "
+            f"but the clip has {total}; lower `frame_sampling_rate` or leave it out (frames spread over the clip)."
+        )
+    return np.linspace(0, num_frames * rate - 1, num=num_frames, dtype=np.int64)
+
+
+def _audio_from_dict(inputs: dict) -> tuple[Any, int]:
+    """`{"raw" or "array": waveform, "sampling_rate": rate}`, as transformers' audio-classification takes it."""
+    if "sampling_rate" not in inputs or not ("raw" in inputs or "array" in inputs):
+        raise ValueError(
+            'an audio dict must hold "raw" (or "array"), the waveform, and "sampling_rate", its rate in Hz; '
+            f"got the keys {sorted(inputs)}."
+        )
+    return inputs["raw"] if "raw" in inputs else inputs["array"], inputs["sampling_rate"]
+
 
 def _given(**parameters) -> dict[str, Any]:
     """The parameters the caller gave (not None), so the step's own defaults apply to the rest."""
@@ -318,11 +558,12 @@ def _given(**parameters) -> dict[str, Any]:
 
 
 class _Components:
-    """The pipeline's separately loaded image processor and tokenizer, shaped like a processor."""
+    """The pipeline's separately loaded image processor, tokenizer or feature extractor, shaped like a processor."""
 
-    def __init__(self, image_processor, tokenizer):
+    def __init__(self, image_processor=None, tokenizer=None, feature_extractor=None):
         self.image_processor = image_processor
         self.tokenizer = tokenizer
+        self.feature_extractor = feature_extractor
 
 
 def _warn_about_a_new_head(model) -> None:

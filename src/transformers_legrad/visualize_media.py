@@ -28,8 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
+from . import maps as maps_module
 from ._colormaps import colormap_table
 from .images import BACKGROUND
 from .visualize import (
@@ -56,7 +58,7 @@ from .visualize import (
     overlay,
 )
 
-__all__ = ["save_video_gif", "spectrogram_figure", "time_relevance", "video_strip"]
+__all__ = ["save_gif", "save_video_gif", "spectrogram_figure", "video_strip"]
 
 FrameLike = Image.Image | np.ndarray
 #: The relevance-over-time curve and the area under it.
@@ -172,15 +174,38 @@ def save_video_gif(
     colormap_table(colormap)
     if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 0 < fps <= _MAX_GIF_FPS:
         raise ValueError(f"`fps` must be a number in (0, {_MAX_GIF_FPS:g}], got {fps!r}.")
+    _check_positive_int(loop, "loop", minimum=0)  # before the overlays are drawn
     if size is not None:
         size = _check_positive_int(size, "size", minimum=_MIN_TILE_SIZE)
         pictures = [_fit_to_square(picture, size) for picture in pictures]
-    loop = _check_positive_int(loop, "loop", minimum=0)
     overlays = [overlay(picture, heatmap, alpha, colormap) for picture, heatmap in zip(pictures, maps, strict=True)]
+    return save_gif(path, overlays, fps=fps, loop=loop)
+
+
+def save_gif(path: str | os.PathLike, pictures: Sequence[Image.Image], fps: float = 4.0, loop: int = 0) -> Path:
+    """Write pictures (e.g. the pipeline's per-frame overlays, `result["frames"]`) as an animated GIF.
+
+    Args:
+        path: the file to write (GIF whatever the suffix); its folder must exist.
+        pictures: the frames, RGB PIL images of one size, quantized to the GIF's 256 colours by Pillow.
+        fps: frames per second, at most 50; each delay is 1/fps rounded to a hundredth of a second.
+        loop: how many times the animation repeats; 0 forever.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: no pictures, or a bad fps or loop.
+    """
+    if isinstance(pictures, Image.Image) or not isinstance(pictures, Sequence) or len(pictures) == 0:
+        raise ValueError("`pictures` must be a non-empty list of PIL images.")
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 0 < fps <= _MAX_GIF_FPS:
+        raise ValueError(f"`fps` must be a number in (0, {_MAX_GIF_FPS:g}], got {fps!r}.")
+    loop = _check_positive_int(loop, "loop", minimum=0)
     delay_ms = 10 * max(1, round(100 / fps))
     path = Path(path)
-    overlays[0].save(
-        path, format="GIF", save_all=True, append_images=overlays[1:], duration=delay_ms, loop=loop, disposal=1
+    pictures[0].save(
+        path, format="GIF", save_all=True, append_images=list(pictures[1:]), duration=delay_ms, loop=loop, disposal=1
     )
     return path
 
@@ -215,18 +240,6 @@ def _frame_captions(frame_labels: Sequence[str] | None, count: int) -> list[str]
 
 
 # --- audio -------------------------------------------------------------------------------------------------------
-def time_relevance(heatmap: MapLike) -> np.ndarray:
-    """When in the clip the target is: the map's mean over mel bins at each time frame.
-
-    Args:
-        heatmap: float [mel bins, time frames] map in [0, 1].
-
-    Returns:
-        float32 [time frames] in [0, 1].
-    """
-    return _as_float_map(heatmap).mean(axis=0)
-
-
 def spectrogram_figure(
     spectrogram: MapLike,
     heatmap: MapLike,
@@ -252,7 +265,7 @@ def spectrogram_figure(
         heatmap: float [mel bins, time frames] map in [0, 1], lowest frequency first (e.g.
             `LeGradOutput.heatmaps[b, k]`); stretched over the spectrogram if the sizes differ.
         relevance_over_time: optional float [time] curve (any length, stretched along the time axis); default
-            `time_relevance(heatmap)`, the map's mean over mel bins.
+            `maps.relevance_over_time` of the map: its mean over mel bins.
         label: optional title (the class), written above the figure.
         score: optional number written under the title as "0.873".
         alpha: weight of the colorized map over the spectrogram, in [0, 1].
@@ -280,7 +293,10 @@ def spectrogram_figure(
         raise ValueError(f"`seconds_per_frame` must be a positive number, got {seconds_per_frame!r}.")
     gray = _spectrogram_gray(spectrogram)
     values = _as_float_map(heatmap)
-    curve = time_relevance(values) if relevance_over_time is None else _check_curve(relevance_over_time)
+    if relevance_over_time is None:  # the map's mean over mel bins, as `LeGradOutput.relevance_over_time()`
+        curve = maps_module.relevance_over_time(torch.from_numpy(values)[None, None])[0, 0].numpy()
+    else:
+        curve = _check_curve(relevance_over_time)
 
     # Row 0 of the arrays is the lowest mel bin; row 0 of a picture is its top: flip.
     shown = Image.fromarray(np.rint(_resize_map(gray[::-1].copy(), (width, height)) * 255).astype(np.uint8))

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .base import AUDIO_CLASSIFICATION, FamilyAdapter, FamilySpec, PixelInputs
+from .base import AUDIO_CLASSIFICATION, FamilyAdapter, FamilySpec, HubCheckpoint, PixelInputs
 from .classifiers import CLASSIFIER_NOTES, VIT_LAYOUT
 from .registry import register
 
@@ -244,6 +244,21 @@ class ASTAdapter(AudioClassifierAdapter):
         native_resolution=False,
         score_definition=AST_SCORE,
         reading_notes=AST_NOTES,
+        # The license is as recalled, not checked against the Hub here. The parameter count is computed from the
+        # architecture on the meta device (ASTConfig defaults, which are this checkpoint's, 527 AudioSet classes).
+        checkpoints=(
+            HubCheckpoint(
+                "MIT/ast-finetuned-audioset-10-10-0.4593",
+                license="bsd-3-clause",
+                native_resolution=None,
+                patch_size=16,
+                parameters_millions=86.6,
+                input_grid=(
+                    "1024 time frames (10.24 s) x 128 mel bins; 12 frequency x 101 time patches of 16 x 16, strides "
+                    "10 x 10"
+                ),
+            ),
+        ),
     )
 
     @property

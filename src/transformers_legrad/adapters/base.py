@@ -79,6 +79,8 @@ class HubCheckpoint:
         model_class: the class that loads it; None: the family's main class.
         family: the card's family tag; None: the family's own (a fixed-resolution SigLIP 2 checkpoint is a SigLIP
             model tagged "siglip2").
+        input_grid: for an input that is not one square image (a video's tubelets, a spectrogram's patches), what
+            the model takes and the token grid the maps lie on, in words; None: the patch grid of the image.
     """
 
     model_id: str
@@ -92,6 +94,7 @@ class HubCheckpoint:
     image_size_note: str | None = None
     model_class: str | None = None
     family: str | None = None
+    input_grid: str | None = None
 
 
 @dataclass(frozen=True)

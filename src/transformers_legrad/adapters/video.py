@@ -31,7 +31,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from .base import VIDEO_CLASSIFICATION, FamilyAdapter, FamilySpec, PixelInputs
+from .base import VIDEO_CLASSIFICATION, FamilyAdapter, FamilySpec, HubCheckpoint, PixelInputs
 from .registry import register
 
 VIDEO_SCORE = (
@@ -74,6 +74,19 @@ class VideoMAEClassifierAdapter(FamilyAdapter):
         prefix_tokens=0,
         score_definition=VIDEO_SCORE,
         reading_notes=VIDEO_NOTES,
+        # The license is as recalled, not checked against the Hub here. The parameter count is computed from the
+        # architecture on the meta device (VideoMAEConfig defaults, 400 Kinetics classes, mean pooling).
+        checkpoints=(
+            HubCheckpoint(
+                "MCG-NJU/videomae-base-finetuned-kinetics",
+                license="cc-by-nc-4.0",
+                native_resolution=224,
+                patch_size=16,
+                parameters_millions=86.5,
+                image_size=224,
+                input_grid="16 frames of 224 x 224 pixels; 8 x 14 x 14 tubelets of 2 frames x 16 x 16 pixels",
+            ),
+        ),
     )
 
     @property
@@ -184,6 +197,19 @@ class VivitClassifierAdapter(VideoMAEClassifierAdapter):
         output="attention.o_proj",
         mlp_output="mlp.fc2",
         prefix_tokens=1,
+        # The license is as recalled, not checked against the Hub here. The parameter count is computed from the
+        # architecture on the meta device (VivitConfig defaults, which are this checkpoint's, 400 Kinetics classes).
+        checkpoints=(
+            HubCheckpoint(
+                "google/vivit-b-16x2-kinetics400",
+                license="mit",
+                native_resolution=224,
+                patch_size=16,
+                parameters_millions=89.0,
+                image_size=224,
+                input_grid="32 frames of 224 x 224 pixels; 16 x 14 x 14 tubelets of 2 frames x 16 x 16 pixels",
+            ),
+        ),
     )
 
     @property

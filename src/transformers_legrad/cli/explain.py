@@ -4,11 +4,15 @@
     legrad explain IMAGE_OR_DIR... --model VIT_ID --top-k 3 --out DIR
     legrad explain IMAGE_OR_DIR... --model DINOV2_ID --reference IMAGE [--reference IMAGE ...] --out DIR
     legrad explain IMAGE_OR_DIR... --model DINOV2_ID --directions FILE.safetensors --out DIR
+    legrad explain FRAMES_DIR_OR_GIF... --video --model VIDEOMAE_ID [--top-k 3] --out DIR  (strip PNG + GIF each)
+    legrad explain CLIP.wav... --model AST_ID [--top-k 3] --out DIR                     (spectrogram figure each)
     legrad explain --dataset NAME_OR_PATH [--split S] --model ID_OR_DIR --prompt TEXT --out DIR   (sharded Parquet)
     accelerate launch --num_processes N -m transformers_legrad.cli explain --dataset ...        (N processes)
 
-A bad image among many is reported by name and skipped; the others are written, and the exit status is 1 if any
-input failed.
+A bad image (video, audio clip) among many is reported by name and skipped; the others are written, and the exit
+status is 1 if any input failed. Video and audio are the model's modality (its adapter's `spec.modality`): with
+`--video` each folder of frames or animated image (GIF) is one clip; audio files are read with soundfile (the
+`transformers-legrad[audio]` extra).
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from .common import (
     parse_layers,
 )
 
-__all__ = ["add_parser", "iter_image_paths", "run"]
+__all__ = ["AUDIO_SUFFIXES", "add_parser", "iter_image_paths", "run"]
+
+#: Files taken as audio clips (what soundfile's libsndfile reads).
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus", ".w64", ".caf"}
 
 
 def add_parser(commands, common: argparse.ArgumentParser) -> None:
@@ -39,7 +46,13 @@ def add_parser(commands, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="explain images with prompts (CLIP/SigLIP), classes, or directions (backbones)",
     )
-    explain.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files or folders of images")
+    explain.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="IMAGE_OR_DIR",
+        help="image files or folders of images; audio files or folders (audio models); with --video, clips (folders "
+        "of frames, GIFs)",
+    )
     explain.add_argument("--model", required=True, help="Hub id or local folder of a supported model")
     explain.add_argument("--prompt", action="append", default=[], help="a text prompt (repeatable)")
     explain.add_argument(
@@ -78,6 +91,12 @@ def add_parser(commands, common: argparse.ArgumentParser) -> None:
     explain.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, or 'auto' (device_map='auto')")
     explain.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="model dtype")
     explain.add_argument("--batch-size", type=int, default=8, help="images per explanation (default 8)")
+    explain.add_argument(
+        "--video",
+        action="store_true",
+        help="video models: each input is one clip, a folder of frames (in natural order) or an animated GIF",
+    )
+    explain.add_argument("--fps", type=float, default=4.0, help="video: frames per second of the GIFs (default 4)")
     explain.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     explain.add_argument("--colormap", default="inferno", help="overlay colormap (default inferno)")
     add_dataset_arguments(explain)
@@ -109,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--text-relevance explains image files or folders, not a --dataset")
         if args.inputs:
             raise UserError("give either IMAGE_OR_DIR arguments or --dataset, not both")
+        if args.video:
+            raise UserError("--video explains clips given as folders of frames or GIF files, not a --dataset")
         return dataset_command(args)
     if not args.inputs:
         raise UserError("give image files or folders to explain, or --dataset NAME_OR_PATH")
@@ -130,6 +151,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--alpha must be between 0 and 1")
     layers, image_size = parse_layers(args.layers), parse_image_size(args.image_size)
     pipe = load_pipeline(args.model, args.device, args.dtype)
+    modality = pipe.explainer.adapter.spec.modality
+    _check_modality(args, modality)
+    if modality != "image":
+        return _media_command(args, pipe, modality, layers)
     call = {
         "layers": layers,
         "image_size": image_size,
@@ -167,14 +192,7 @@ def run(args: argparse.Namespace) -> int:
         if args.text_relevance:
             call["text_relevance"] = True
     else:
-        if args.prompt:
-            raise UserError(f"{args.model} is an image classifier: use --top-k N or --target LABEL, not --prompt")
-        if args.top_k is not None and args.target:
-            raise UserError("give either --top-k or --target, not both")
-        if args.target:
-            call["targets"] = list(args.target)  # names or ids ("3"): the explainer resolves both
-        else:
-            call["top_k"] = args.top_k or 1
+        call.update(_classes_call(args, "image"))
 
     args.out.mkdir(parents=True, exist_ok=True)
     paths = list(iter_image_paths(args.inputs))
@@ -206,6 +224,156 @@ def run(args: argparse.Namespace) -> int:
     written = len({record["image"] for record in records})
     print(f"wrote maps for {written} image(s) to {args.out}" + (f"; {failures} failed" if failures else ""))
     return EXIT_INPUT_FAILED if failures else EXIT_OK
+
+
+def _classes_call(args: argparse.Namespace, modality: str) -> dict:
+    """A classifier's pipeline arguments: `targets` (--target names or ids) or `top_k` (--top-k, default 1)."""
+    if args.prompt:
+        raise UserError(f"{args.model} is {_an(modality)} classifier: use --top-k N or --target LABEL, not --prompt")
+    if args.top_k is not None and args.target:
+        raise UserError("give either --top-k or --target, not both")
+    if args.target:
+        return {"targets": list(args.target)}  # names or ids ("3"): the explainer resolves both
+    return {"top_k": args.top_k or 1}
+
+
+def _check_modality(args: argparse.Namespace, modality: str) -> None:
+    """The inputs and options fit the model's modality (an image, video or audio model), or a UserError."""
+    name = args.model
+    if args.video and modality != "video":
+        what = "audio files" if modality == "audio" else "images"
+        raise UserError(f"--video is for video classifiers; {name} is {_an(modality)} model: give {what}, not --video")
+    audio_files = [n for n in args.inputs if Path(n).suffix.lower() in AUDIO_SUFFIXES]
+    if audio_files and modality != "audio":
+        raise UserError(f"{audio_files[0]} is an audio file, but {name} is {_an(modality)} model, not an audio one")
+    if modality == "audio":
+        not_audio = [n for n in args.inputs if Path(n).is_file() and Path(n).suffix.lower() not in AUDIO_SUFFIXES]
+        if not_audio:
+            kinds = ", ".join(sorted(AUDIO_SUFFIXES))
+            raise UserError(
+                f"{name} is an audio model: give audio files ({kinds}) or folders of them, not {not_audio[0]}"
+            )
+    if modality != "image":
+        if args.image_size is not None:
+            raise UserError(f"--image-size is for image models; {name} takes {modality} at its own input size")
+        if args.reference or args.directions is not None or args.text_relevance or args.no_correction:
+            raise UserError(
+                f"--reference, --directions, --text-relevance and --no-correction are for image models; {name} is "
+                f"{_an(modality)} classifier: use --top-k N or --target LABEL"
+            )
+    if modality == "video" and not 0 < args.fps <= 50:
+        raise UserError("--fps must be above 0 and at most 50")
+
+
+def _an(modality: str) -> str:
+    """ "an image", "a video", "an audio"."""
+    return f"{'an' if modality[0] in 'aeiou' else 'a'} {modality}"
+
+
+def _media_command(args: argparse.Namespace, pipe, modality: str, layers) -> int:
+    """Video clips (a strip PNG and a GIF per clip and class) or audio clips (a spectrogram figure per clip and
+    class), with results.json; an unreadable clip is reported and skipped (exit status 1)."""
+    from huggingface_hub.utils import tqdm
+
+    call = {"layers": layers, "alpha": args.alpha, "colormap": args.colormap, **_classes_call(args, modality)}
+    paths = list(_iter_clip_paths(args.inputs, modality))
+    if not paths:
+        raise UserError(f"no {'audio files' if modality == 'audio' else 'clips'} found in the given inputs")
+    args.out.mkdir(parents=True, exist_ok=True)
+    read, write = (_read_video, _write_video_results) if modality == "video" else (_read_audio, _write_audio_results)
+    records, failures, used_stems = [], 0, set()
+    with tqdm(total=len(paths), desc="explaining", unit="clip", disable=len(paths) < 2) as progress:
+        for start in range(0, len(paths), args.batch_size):
+            batch = []
+            for path in paths[start : start + args.batch_size]:
+                try:
+                    batch.append((path, read(path, pipe)))
+                except (ValueError, OSError) as error:  # media's VideoReadError / AudioReadError, unreadable frames
+                    print(f"error: {error}", file=sys.stderr)
+                    failures += 1
+                    progress.update(1)
+            if not batch:
+                continue
+            try:
+                results = pipe([clip for _, clip in batch], batch_size=len(batch), **call)
+            except (ValueError, TypeError) as error:
+                raise UserError(str(error)) from error
+            for (path, _), entries in zip(batch, results, strict=True):
+                records.extend(write(args, _unique_stem(path, used_stems), path, entries))
+                progress.update(1)
+    (args.out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
+    written = len({record[modality] for record in records})
+    print(f"wrote maps for {written} {modality} clip(s) to {args.out}" + (f"; {failures} failed" if failures else ""))
+    return EXIT_INPUT_FAILED if failures else EXIT_OK
+
+
+def _iter_clip_paths(inputs: Sequence[str], modality: str) -> Iterator[Path]:
+    """Video: each input is one clip. Audio: files as given, folders expanded to their audio files, sorted."""
+    for name in inputs:
+        path = Path(name)
+        if modality == "audio" and path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+        else:
+            yield path
+
+
+def _read_video(path: Path, pipe) -> list:
+    """A clip's frames (`media.load_video`: a folder of frames or an animated image)."""
+    from ..media import load_video
+
+    return load_video(path)
+
+
+def _read_audio(path: Path, pipe) -> dict:
+    """A clip's waveform at the feature extractor's rate, as the pipeline's `{"raw", "sampling_rate"}`."""
+    from ..media import load_audio
+
+    try:
+        waveform, rate = load_audio(path, target_rate=int(pipe.feature_extractor.sampling_rate))
+    except ImportError as error:  # soundfile missing: the message names the extra to install
+        raise UserError(str(error)) from error
+    return {"raw": waveform, "sampling_rate": rate}
+
+
+def _write_video_results(args: argparse.Namespace, stem: str, path: Path, entries) -> list[dict]:
+    from .. import visualize
+    from ..visualize_media import save_gif
+
+    records = []
+    for rank, entry in enumerate(entries):
+        name = f"{stem}_{rank:02d}_{visualize.slug(entry['label'])}"
+        entry["strip"].save(args.out / f"{name}_strip.png")
+        save_gif(args.out / f"{name}.gif", entry["frames"], fps=args.fps)
+        records.append(
+            {
+                "video": str(path),
+                "label": entry["label"],
+                "score": entry["score"],
+                "strip": f"{name}_strip.png",
+                "gif": f"{name}.gif",
+            }
+        )
+    return records
+
+
+def _write_audio_results(args: argparse.Namespace, stem: str, path: Path, entries) -> list[dict]:
+    from .. import visualize
+
+    records = []
+    for rank, entry in enumerate(entries):
+        name = f"{stem}_{rank:02d}_{visualize.slug(entry['label'])}"
+        entry["overlay"].save(args.out / f"{name}_spectrogram.png")
+        records.append(
+            {
+                "audio": str(path),
+                "label": entry["label"],
+                "score": entry["score"],
+                "figure": f"{name}_spectrogram.png",
+                "times": entry["times"],
+                "relevance_over_time": entry["relevance_over_time"],
+            }
+        )
+    return records
 
 
 def _backbone_call(args: argparse.Namespace, explainer, image_size) -> dict:
@@ -281,6 +449,12 @@ def dataset_command(args: argparse.Namespace) -> int:
     try:
         dataset = datasets_io.read_dataset(args.dataset, args.split)
         pipe = load_pipeline(args.model, device, args.dtype)
+        modality = pipe.explainer.adapter.spec.modality
+        if modality != "image":
+            raise UserError(
+                f"--dataset explains images; {args.model} is {_an(modality)} model: give its clips as files or "
+                "folders (legrad explain CLIP... --model ...)"
+            )
         if pipe.explainer.adapter.is_backbone:
             raise UserError(
                 f"{args.model} is a backbone (explained along --reference or --directions): explain image files or "
