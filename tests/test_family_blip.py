@@ -259,3 +259,26 @@ def test_cli_explains_a_folder_with_prompts(blip, tmp_path, capsys):
     assert code == 0, captured.err
     records = json.loads((out / "results.json").read_text())
     assert len(records) == 4 and {record["label"] for record in records} == {"a cat", "a red circle"}
+
+
+def test_the_cosine_readout_is_an_option_of_the_pipeline_and_the_cli(blip, tmp_path, capsys):
+    """`use_itm_head=False` reaches the adapter from `pipeline(...)` and from `--option`; the maps change with it."""
+    image = random_image(1, (64, 48))
+    cosine = LeGradExplainer(blip.model, blip.processor, use_itm_head=False).explain(images=image, text=PROMPTS)
+    matching = LeGradExplainer(blip.model, blip.processor).explain(images=image, text=PROMPTS)
+    assert not torch.allclose(cosine.grid_maps, matching.grid_maps)
+    pipe = pipeline("legrad-explanation", model=blip.path, use_itm_head=False)
+    results = pipe(image, candidate_labels=PROMPTS, return_tensors=True)
+    expected = sorted(cosine.probabilities[0].tolist(), reverse=True)
+    assert [entry["score"] for entry in results] == pytest.approx(expected, abs=1e-6)  # softmax over the cosines
+
+    path = tmp_path / "scene.png"
+    image.save(path)
+    argv = ["explain", str(path), "--model", blip.path, "--prompt", PROMPTS[0], "--out", str(tmp_path / "out")]
+    assert main([*argv, "--option", "use_itm_head=false"]) == 0, capsys.readouterr().err
+    records = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert records[0]["score"] == pytest.approx(1.0)  # one prompt: the softmax over the prompts is 1
+    assert main([*argv, "--option", "use_itm_head"]) == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+    assert main([*argv, "--option", "no_such_option=1"]) != 0
+    assert "no_such_option" in capsys.readouterr().err

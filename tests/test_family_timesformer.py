@@ -197,3 +197,18 @@ def test_the_model_is_left_untouched(timesformer, attention, score):
     explainer = LeGradExplainer(model, timesformer.processor, layers="all", score=score, attention=attention)
     explainer.explain(videos=random_clip(4), targets=[1, 2])
     assert_same_state(before, model_state(model))
+
+
+def test_the_pipeline_explains_the_temporal_attention_when_asked(timesformer):
+    """`attention="temporal"` given to `pipeline(...)` reaches the adapter: the pipeline's maps are the explainer's."""
+    from transformers import pipeline
+
+    frames = random_clip(3, size=(FRAME_SIZE, FRAME_SIZE))  # the processed size: the maps need no resizing
+    pipe = pipeline("legrad-explanation", model=timesformer.path, attention="temporal")
+    (result,) = pipe(frames, top_k=1, return_tensors=True)
+    explainer = LeGradExplainer(timesformer.model, timesformer.processor, attention="temporal")
+    out = explainer.explain(videos=[frames])
+    assert result["label"] == out.labels_for(0)[0]
+    assert torch.allclose(torch.as_tensor(result["map"]).float(), out.heatmaps[0, 0], atol=1e-5)
+    spatial = pipeline("legrad-explanation", model=timesformer.path)(frames, top_k=1, return_tensors=True)[0]
+    assert not torch.allclose(torch.as_tensor(spatial["map"]).float(), out.heatmaps[0, 0], atol=1e-3)

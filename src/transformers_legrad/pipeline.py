@@ -78,6 +78,9 @@ class LeGradExplanationPipeline(Pipeline):
         return_tensors: also return "map", float32 [height, width] in [0, 1] at the original image size.
         text_relevance: dual encoders: also return "words", `[{"word", "relevance"}]` in prompt order, which words
             of the prompt make it match the image (`LeGradExplainer.explain(..., text_relevance=True)`).
+        Options of the model's family are given when the pipeline is made, as `LeGradExplainer` takes them:
+        `pipeline("legrad-explanation", model=..., use_itm_head=False)` (BLIP's cosine instead of its matching head),
+        `attention="temporal"` (TimeSformer).
         threshold: detectors: explain every (box, label) pair whose score is above it (default 0.1, as
             `zero-shot-object-detection`); `top_k` then keeps the k highest.
 
@@ -102,6 +105,11 @@ class LeGradExplanationPipeline(Pipeline):
     _load_tokenizer = None  # dual encoders need one; classifiers have none
 
     def __init__(self, *args, **kwargs):
+        # The family's own options (BLIP's `use_itm_head`, TimeSformer's `attention`), given to `pipeline(...)`, go to
+        # the explainer's adapter; the base class would take them for call parameters.
+        model = kwargs.get("model", args[0] if args else None)
+        family = registry.adapter_class_for(type(model)) if model is not None else None
+        options = {name: kwargs.pop(name) for name in (family.option_names() if family else ()) if name in kwargs}
         super().__init__(*args, **kwargs)
         adapter = registry.adapter_class_for(type(self.model))
         modality = adapter.spec.modality if adapter is not None else "image"  # unsupported: the explainer says so
@@ -111,7 +119,7 @@ class LeGradExplanationPipeline(Pipeline):
             components = _Components(
                 image_processor=self._required(self.image_processor, "image processor"), tokenizer=self.tokenizer
             )
-        self.explainer = LeGradExplainer(self.model, components)
+        self.explainer = LeGradExplainer(self.model, components, **options)
         self.modality = modality
         _warn_about_a_new_head(self.model)
 

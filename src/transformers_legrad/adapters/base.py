@@ -23,6 +23,7 @@ Cards, export, the pipeline, the demo, the baselines and the CLI read family kno
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -358,6 +359,12 @@ class FamilyAdapter:
             )
         self.model = model
         self.check_structure()
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The family's options: the keyword-only parameters of its adapter's `__init__` (BLIP's `use_itm_head`)."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return tuple(parameter.name for parameter in parameters if parameter.kind is inspect.Parameter.KEYWORD_ONLY)
 
     # --- structure -----------------------------------------------------------------------------------------
     def check_structure(self) -> None:

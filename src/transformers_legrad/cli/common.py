@@ -91,8 +91,30 @@ def parse_image_size(text: str | None):
     return height if match.group(2) is None else (height, int(match.group(2)))
 
 
-def load_pipeline(model: str, device: str | None, dtype: str | None):
-    """The `legrad-explanation` pipeline for `model`, or UserError when it cannot be loaded."""
+def parse_options(items: list[str]) -> dict[str, object]:
+    """`--option NAME=VALUE` arguments as keywords: true/false as bools, integers and numbers as such, else text."""
+    options: dict[str, object] = {}
+    for item in items:
+        name, equals, text = item.partition("=")
+        if not equals or not name.isidentifier():
+            raise UserError(f"--option {item!r}: write it as NAME=VALUE, e.g. --option use_itm_head=false")
+        lowered = text.strip().lower()
+        if lowered in ("true", "false"):
+            options[name] = lowered == "true"
+        else:
+            try:
+                options[name] = int(text)
+            except ValueError:
+                try:
+                    options[name] = float(text)
+                except ValueError:
+                    options[name] = text
+    return options
+
+
+def load_pipeline(model: str, device: str | None, dtype: str | None, options: dict[str, object] | None = None):
+    """The `legrad-explanation` pipeline for `model` (with its family's `options`), or UserError when it cannot be
+    loaded."""
     import torch
     from transformers import pipeline
 
@@ -106,7 +128,7 @@ def load_pipeline(model: str, device: str | None, dtype: str | None):
         if not (local / "config.json").is_file():
             raise UserError(f"{model}: not a model folder (no config.json)")
         model = str(local)
-    kwargs = {}
+    kwargs = dict(options or {})
     if dtype is not None:
         kwargs["dtype"] = getattr(torch, dtype)
     if device == "auto":

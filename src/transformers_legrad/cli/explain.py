@@ -31,6 +31,7 @@ from .common import (
     load_pipeline,
     parse_image_size,
     parse_layers,
+    parse_options,
 )
 
 __all__ = ["AUDIO_SUFFIXES", "add_parser", "iter_image_paths", "run"]
@@ -90,6 +91,14 @@ def add_parser(commands, common: argparse.ArgumentParser) -> None:
     )
     explain.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, or 'auto' (device_map='auto')")
     explain.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="model dtype")
+    explain.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an option of the model's family, repeatable: use_itm_head=false (BLIP's cosine instead of its matching "
+        "head), attention=temporal (TimeSformer)",
+    )
     explain.add_argument("--batch-size", type=int, default=8, help="images per explanation (default 8)")
     explain.add_argument(
         "--video",
@@ -150,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError("--alpha must be between 0 and 1")
     layers, image_size = parse_layers(args.layers), parse_image_size(args.image_size)
-    pipe = load_pipeline(args.model, args.device, args.dtype)
+    pipe = load_pipeline(args.model, args.device, args.dtype, parse_options(args.option))
     modality = pipe.explainer.adapter.spec.modality
     _check_modality(args, modality)
     if modality != "image":
@@ -448,7 +457,7 @@ def dataset_command(args: argparse.Namespace) -> int:
     device = args.device if args.device is not None and state.num_processes == 1 else str(state.device)
     try:
         dataset = datasets_io.read_dataset(args.dataset, args.split)
-        pipe = load_pipeline(args.model, device, args.dtype)
+        pipe = load_pipeline(args.model, device, args.dtype, parse_options(args.option))
         modality = pipe.explainer.adapter.spec.modality
         if modality != "image":
             raise UserError(
