@@ -149,7 +149,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--save-png goes with --dataset (image folders always get PNGs)")
     if args.text_relevance and not args.prompt:
         raise UserError("--text-relevance explains the words of --prompt texts (CLIP/SigLIP); give --prompt")
-    from huggingface_hub.utils import tqdm
 
     from .. import visualize
     from ..images import ImageReadError, open_image
@@ -207,32 +206,52 @@ def run(args: argparse.Namespace) -> int:
     paths = list(iter_image_paths(args.inputs))
     if not paths:
         raise UserError("no images found in the given inputs")
-    records, failures = [], 0
-    used_stems: set[str] = set()
-    with tqdm(total=len(paths), desc="explaining", unit="image", disable=len(paths) < 2) as progress:
+    records, failures = _explain_in_batches(
+        args,
+        pipe,
+        call,
+        paths,
+        read=open_image,
+        read_errors=(ImageReadError,),
+        write=lambda stem, path, image, entries: _write_image_results(
+            args.out, stem, path, image, entries, visualize, call
+        ),
+        unit="image",
+    )
+    written = len({record["image"] for record in records})
+    print(f"wrote maps for {written} image(s) to {args.out}" + (f"; {failures} failed" if failures else ""))
+    return EXIT_INPUT_FAILED if failures else EXIT_OK
+
+
+def _explain_in_batches(args, pipe, call: dict, paths: list[Path], *, read, read_errors, write, unit: str):
+    """Read, explain (`--batch-size` inputs per pipeline call) and write each input; results.json at the end.
+
+    An input that `read` cannot read (one of `read_errors`) is reported and skipped. Returns (records, failures).
+    """
+    from huggingface_hub.utils import tqdm
+
+    records, failures, used_stems = [], 0, set()
+    with tqdm(total=len(paths), desc="explaining", unit=unit, disable=len(paths) < 2) as progress:
         for start in range(0, len(paths), args.batch_size):
             batch = []
             for path in paths[start : start + args.batch_size]:
                 try:
-                    batch.append((path, open_image(path)))
-                except ImageReadError as error:
+                    batch.append((path, read(path)))
+                except read_errors as error:
                     print(f"error: {error}", file=sys.stderr)
                     failures += 1
                     progress.update(1)
             if not batch:
                 continue
             try:
-                results = pipe([image for _, image in batch], batch_size=len(batch), **call)
+                results = pipe([item for _, item in batch], batch_size=len(batch), **call)
             except (ValueError, TypeError) as error:
                 raise UserError(str(error)) from error
-            for (path, image), entries in zip(batch, results, strict=True):
-                stem = _unique_stem(path, used_stems)
-                records.extend(_write_image_results(args.out, stem, path, image, entries, visualize, call))
+            for (path, item), entries in zip(batch, results, strict=True):
+                records.extend(write(_unique_stem(path, used_stems), path, item, entries))
                 progress.update(1)
     (args.out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
-    written = len({record["image"] for record in records})
-    print(f"wrote maps for {written} image(s) to {args.out}" + (f"; {failures} failed" if failures else ""))
-    return EXIT_INPUT_FAILED if failures else EXIT_OK
+    return records, failures
 
 
 def _classes_call(args: argparse.Namespace, modality: str) -> dict:
@@ -282,7 +301,6 @@ def _an(modality: str) -> str:
 def _media_command(args: argparse.Namespace, pipe, modality: str, layers) -> int:
     """Video clips (a strip PNG and a GIF per clip and class) or audio clips (a spectrogram figure per clip and
     class), with results.json; an unreadable clip is reported and skipped (exit status 1)."""
-    from huggingface_hub.utils import tqdm
 
     call = {"layers": layers, "alpha": args.alpha, "colormap": args.colormap, **_classes_call(args, modality)}
     paths = list(_iter_clip_paths(args.inputs, modality))
@@ -290,27 +308,16 @@ def _media_command(args: argparse.Namespace, pipe, modality: str, layers) -> int
         raise UserError(f"no {'audio files' if modality == 'audio' else 'clips'} found in the given inputs")
     args.out.mkdir(parents=True, exist_ok=True)
     read, write = (_read_video, _write_video_results) if modality == "video" else (_read_audio, _write_audio_results)
-    records, failures, used_stems = [], 0, set()
-    with tqdm(total=len(paths), desc="explaining", unit="clip", disable=len(paths) < 2) as progress:
-        for start in range(0, len(paths), args.batch_size):
-            batch = []
-            for path in paths[start : start + args.batch_size]:
-                try:
-                    batch.append((path, read(path, pipe)))
-                except (ValueError, OSError) as error:  # media's VideoReadError / AudioReadError, unreadable frames
-                    print(f"error: {error}", file=sys.stderr)
-                    failures += 1
-                    progress.update(1)
-            if not batch:
-                continue
-            try:
-                results = pipe([clip for _, clip in batch], batch_size=len(batch), **call)
-            except (ValueError, TypeError) as error:
-                raise UserError(str(error)) from error
-            for (path, _), entries in zip(batch, results, strict=True):
-                records.extend(write(args, _unique_stem(path, used_stems), path, entries))
-                progress.update(1)
-    (args.out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
+    records, failures = _explain_in_batches(
+        args,
+        pipe,
+        call,
+        paths,
+        read=lambda path: read(path, pipe),
+        read_errors=(ValueError, OSError),  # media's VideoReadError / AudioReadError, unreadable frames
+        write=lambda stem, path, clip, entries: write(args, stem, path, entries),
+        unit="clip",
+    )
     written = len({record[modality] for record in records})
     print(f"wrote maps for {written} {modality} clip(s) to {args.out}" + (f"; {failures} failed" if failures else ""))
     return EXIT_INPUT_FAILED if failures else EXIT_OK
