@@ -216,5 +216,7 @@ def relevance_over_time(heatmaps: torch.Tensor, modality: str = "audio") -> torc
     rank, axes = TIME_AXES[modality]
     if heatmaps.dim() != rank:
         layout = "mel bins, time frames" if modality == "audio" else "frames, height, width"
-        raise ValueError(f"{modality} `heatmaps` must be [batch, targets, {layout}], got shape {tuple(heatmaps.shape)}.")
+        raise ValueError(
+            f"{modality} `heatmaps` must be [batch, targets, {layout}], got shape {tuple(heatmaps.shape)}."
+        )
     return heatmaps.float().mean(dim=axes)
