@@ -56,6 +56,9 @@ AST_NOTES = (
     *CLASSIFIER_NOTES[:2],
     "- **Orientation.** Maps are [mel bins, time frames], low frequencies in row 0; `out.relevance_over_time()` "
     "averages each heatmap over frequency, and `out.frame_times` gives each frame's time in seconds.",
+    "- **Patch centres.** The patches overlap (16 wide, every 10): each patch's value is placed at its centre and "
+    "the heatmap is linear between neighbouring centres, exact at the centres, not the patch grid stretched over "
+    "the spectrogram.",
 )
 
 
