@@ -256,7 +256,8 @@ class LeGradExplainer:
                 (SigLIP 2: [batch, patches, channels * patch**2] with `pixel_attention_mask`, `spatial_shapes`;
                 video models: [batch, frames, channels, height, width]).
             videos: video models instead of `images`: one clip (a list of frames, PIL images or [H, W, C] arrays,
-                or a [frames, H, W, C] array) or a list of clips (needs the processor).
+                a [frames, H, W, C] array, or a folder of frames or an animated image file as a path: what
+                `media.load_video` reads) or a list of clips (needs the processor).
             text_embeds: [prompts, dim] prompt embeddings instead of `text` (L2-normalized here).
             targets: classifiers: class ids or label names, shared by all images, or [batch, prompts] ids; default
                 the top-1 predicted class of each image.
