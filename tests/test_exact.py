@@ -9,6 +9,7 @@ different grids.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -102,6 +103,20 @@ def assert_heatmaps_are_normalized_grid_maps(heatmaps, grid_maps):
     assert heatmaps.amax(dim=(-2, -1))[varies].eq(1).all() and heatmaps.amin(dim=(-2, -1))[varies].eq(0).all()
     assert heatmaps[~varies].eq(0).all()
     return varies
+
+
+def placed_at_patch_centres(grid_maps, size, geometry):
+    """The reference of a placed heatmap: [B, K, *grid] -> [B, K, *size] min-max normalized, each axis interpolated
+    with `np.interp` between the patch centres `stride * i + (patch - 1) / 2` (held constant beyond the ends)."""
+    values = grid_maps.double().numpy()
+    for axis, ((stride, patch), length) in enumerate(zip(geometry, size, strict=True)):
+        centres = stride * np.arange(values.shape[2 + axis]) + (patch - 1) / 2
+        interpolate = lambda line, centres=centres, length=length: np.interp(np.arange(length), centres, line)  # noqa: E731
+        values = np.apply_along_axis(interpolate, 2 + axis, values)
+    flat = values.reshape(*values.shape[:2], -1)
+    low, high = flat.min(-1, keepdims=True), flat.max(-1, keepdims=True)
+    normalized = np.where(high > low, (flat - low) / np.where(high > low, high - low, 1), 0)
+    return torch.from_numpy(normalized.reshape(values.shape)).float()
 
 
 def assert_maps_match(ours, reference, shapes=None):

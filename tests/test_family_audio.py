@@ -16,16 +16,18 @@ import copy
 import numpy as np
 import pytest
 import torch
+from transformers import ASTFeatureExtractor
 
 from transformers_legrad import LeGradExplainer, maps
 from transformers_legrad.adapters import adapter_for
+from transformers_legrad.adapters import audio as audio_adapter
 from transformers_legrad.adapters.audio import ASTAdapter
 
 import tiny_audio
 import tiny_models
 from reference_audio import reference_layer_maps
 from test_engine import assert_same_state, model_state
-from test_exact import assert_heatmaps_are_normalized_grid_maps, assert_raw_maps_match
+from test_exact import assert_raw_maps_match, placed_at_patch_centres
 from tiny_audio import FRAMES, MEL_BINS, NUM_LAYERS, SAMPLING_RATE, samples_for_frames
 
 LAYER_CASES = {
@@ -35,6 +37,8 @@ LAYER_CASES = {
 }
 #: (frequency patches, time patches): (32 - 16) // 10 + 1 and (96 - 16) // 10 + 1.
 GRID = (2, 9)
+#: (stride, patch) along mel bins and time frames: AST's 16 x 16 patches every 10.
+GEOMETRY = ((10, 16), (10, 16))
 #: One clip of exactly the model's frames, one shorter (padded by the extractor to 96 frames).
 CLIP_FRAMES = (FRAMES, 61)
 
@@ -119,13 +123,66 @@ def test_heatmaps_are_mel_by_frames_with_times_in_seconds(ast):
     out = LeGradExplainer(ast.model, ast.processor).explain(audio=clips(), sampling_rate=SAMPLING_RATE, targets=[0])
     assert out.heatmaps.shape == (2, 1, MEL_BINS, FRAMES)
     assert out.grid_shapes == [GRID, GRID] and out.image_sizes == [(MEL_BINS, FRAMES)] * 2
-    assert_heatmaps_are_normalized_grid_maps(out.heatmaps, out.grid_maps)
-    # 10 ms hop, 25 ms window at 16 kHz: frame t is centred at 12.5 ms + 10 ms * t.
-    torch.testing.assert_close(out.frame_times, 0.0125 + 0.01 * torch.arange(FRAMES, dtype=torch.float32))
+    # Not stretched bilinearly: patch (f, t) is placed at its centre (10 f + 7.5, 10 t + 7.5), in between linear.
+    torch.testing.assert_close(out.heatmaps, placed_at_patch_centres(out.grid_maps, (MEL_BINS, FRAMES), GEOMETRY))
     curve = out.relevance_over_time()
     assert curve.shape == (2, 1, FRAMES)
     torch.testing.assert_close(curve, out.heatmaps.mean(dim=2))
     assert torch.isfinite(out.heatmaps).all() and curve.min() >= 0 and curve.max() <= 1
+
+
+@pytest.mark.parametrize(("row", "column"), [(0, 1), (1, 4), (0, 7)])
+def test_a_patchs_heatmap_peaks_at_the_patch_centre(ast, row, column):
+    """A one-hot grid map is 1 at its patch's centre (bins 10 f + 7.5, frames 10 t + 7.5: the two middle positions
+    of each 16-wide patch), falls linearly to 0 at the neighbouring centres and is held constant beyond the first
+    and last centre. A bilinear stretch of the 9 time patches over 96 frames would put patch t at (t + 0.5) 96 / 9."""
+    grid = torch.zeros(1, 1, *GRID)
+    grid[0, 0, row, column] = 1
+    geometry = adapter_for(ast.model).patch_geometry
+    assert geometry == GEOMETRY
+    heatmap = maps.heatmaps_from_grids(grid, [GRID], [(MEL_BINS, FRAMES)], geometry)[0, 0].double()
+    frames = np.arange(FRAMES)
+    over_time = np.maximum(0, 1 - np.abs(frames - (10 * column + 7.5)) / 10)
+    bins = np.clip(np.arange(MEL_BINS), 7.5, 17.5)  # 2 frequency patches: centres 7.5 and 17.5, held beyond
+    over_frequency = (17.5 - bins) / 10 if row == 0 else (bins - 7.5) / 10
+    expected = np.outer(over_frequency, over_time)
+    torch.testing.assert_close(heatmap, torch.from_numpy(expected / expected.max()), rtol=0, atol=1e-6)
+    assert set(heatmap.amax(dim=0).eq(heatmap.max()).nonzero().flatten().tolist()) == {
+        10 * column + 7,
+        10 * column + 8,
+    }
+
+
+def test_frame_times_and_clip_frames_are_the_feature_extractors(ast):
+    """An impulse at sample s lights up exactly the spectrogram frames whose window (`frame_times[k]` +- half a
+    window, the window being 2 * `frame_times[0]`) holds s, at the model's 16 kHz and at 8 kHz (the extractor's
+    numpy path keeps 160 / 400 samples); `clip_frames` is the number of frames before the extractor's padding."""
+    for rate in (SAMPLING_RATE, 8000):
+        extractor = ASTFeatureExtractor(num_mel_bins=MEL_BINS, max_length=FRAMES, sampling_rate=rate)
+        samples, impulse = 61 * 160 + 400 - 7, 3 * 160 + 250
+        wave = np.zeros(samples, np.float32)
+        wave[impulse] = 0.9
+        out = LeGradExplainer(ast.model, extractor).explain(audio=wave, sampling_rate=rate, targets=[0])
+        values = extractor(wave, sampling_rate=rate, return_tensors="np")["input_values"][0]  # [frames, mel]
+        padding = np.isclose(values, extractor.normalize(np.float32(0.0))).all(axis=1)
+        silent = np.isclose(values, extractor(np.zeros_like(wave), sampling_rate=rate)["input_values"][0]).all(1)
+        assert out.clip_frames == [int((~padding).sum())] and padding[out.clip_frames[0] :].all()
+        lit = set(np.flatnonzero(~padding & ~silent).tolist())
+        times, half_window = out.frame_times.double().numpy(), float(out.frame_times[0])
+        expected = set(np.flatnonzero((times - half_window <= impulse / rate) & (impulse / rate < times + half_window)))
+        assert lit == expected and len(lit) >= 2, (rate, lit, expected)
+
+
+def test_with_torchaudio_the_frames_are_kaldis_10_and_25_ms(monkeypatch):
+    """ASTFeatureExtractor's torchaudio path is Kaldi's fbank: `int(rate * 10 ms)` hop, `int(rate * 25 ms)` window
+    (torchaudio.compliance.kaldi's arithmetic), not the numpy path's 160 / 400 samples."""
+    extractor = ASTFeatureExtractor(num_mel_bins=MEL_BINS, sampling_rate=22050)
+    monkeypatch.setattr(audio_adapter, "is_speech_available", lambda: False)
+    assert audio_adapter._frame_samples(extractor, 22050) == (160, 400)
+    monkeypatch.setattr(audio_adapter, "is_speech_available", lambda: True)
+    assert audio_adapter._frame_samples(extractor, 22050) == (220, 551)
+    assert audio_adapter._frame_samples(extractor, 16000) == (160, 400)
+    assert audio_adapter._frame_samples(extractor, 8000) == (80, 200)
 
 
 def test_grid_is_frequency_major(ast):

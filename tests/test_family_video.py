@@ -18,14 +18,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from transformers_legrad import LeGradExplainer, maps
+from transformers_legrad import LeGradExplainer, maps, media
 from transformers_legrad.adapters.video import VideoMAEClassifierAdapter, VivitClassifierAdapter
+from transformers_legrad.videos import as_videos
 
 import tiny_video
 from reference_video import layer_logits, reference_layer_maps
 from test_engine import assert_same_state, model_state
-from test_exact import assert_raw_maps_match
+from test_exact import assert_raw_maps_match, placed_at_patch_centres
 from tiny_models import make_vit, random_image
 from tiny_video import (
     FRAME_SIZE,
@@ -139,10 +141,12 @@ def test_the_model_pooling_readout_of_the_last_block_is_the_models_logits(family
         (tiny_video.make_videomae, 3, 1, 3),
         (tiny_video.make_videomae, 3, 2, 1),  # the Conv3d drops the last frame, the heatmap still covers it
         (tiny_video.make_vivit, 3, 1, 3),
-        (tiny_video.make_vivit, 5, 2, 2),
+        (tiny_video.make_vivit, 5, 2, 2),  # tubelets on frames 0-1 and 2-3, frame 4 in none
     ],
 )
 def test_odd_frame_counts_equal_the_reference(make, frames, tubelet, grid_frames):
+    """`config.num_frames` odd: the maps equal the reference, and each tubelet's value sits at the centre of its
+    frames (t i + (t - 1) / 2), held over the frames after the last tubelet, not stretched over all the frames."""
     tiny = make(
         seed=2, num_frames=frames, **{"tubelet_size" if make is tiny_video.make_videomae else "tubelet_frames": tubelet}
     )
@@ -155,6 +159,94 @@ def test_odd_frame_counts_equal_the_reference(make, frames, tubelet, grid_frames
     assert out.heatmaps.shape == (2, 2, frames, FRAME_SIZE, FRAME_SIZE)
     assert torch.isfinite(out.heatmaps).all()
     assert_raw_maps_match(out.layer_maps, reference)
+    geometry = ((tubelet, tubelet), (8, 8), (8, 8))
+    placed = placed_at_patch_centres(out.grid_maps, (frames, FRAME_SIZE, FRAME_SIZE), geometry)
+    torch.testing.assert_close(out.heatmaps, placed)
+
+
+@pytest.mark.parametrize("family", ["videomae", "vivit"])
+@pytest.mark.parametrize("frames", [5, 3, 6])
+def test_exactly_num_frames_are_taken(family, frames, request):
+    """5 frames with tubelets of 2 would fill the model's 2 tubelets (the Conv3d drops the 5th): refused too."""
+    tiny = request.getfixturevalue(family)
+    explainer = LeGradExplainer(tiny.model, tiny.processor)
+    with pytest.raises(ValueError, match=r"takes 4 frames per video, exactly.*media\.sample_frames\(frames, model"):
+        explainer.explain(pixel_values=torch.randn(1, frames, 3, FRAME_SIZE, FRAME_SIZE))
+    with pytest.raises(ValueError, match="takes 4 frames per video, exactly"):
+        explainer.explain(videos=random_clip(0, frames=frames))
+
+
+def fade_in(frames: int = NUM_FRAMES, seed: int = 0) -> np.ndarray:
+    """float32 [frames, 32, 32, 3] in [0, 255], brightening from black: frame 0's values are all <= 1."""
+    texture = np.random.default_rng(seed).uniform(0, 1, (FRAME_SIZE, FRAME_SIZE, 3))
+    gains = np.array([1.0, 80.0, 160.0, 255.0][:frames])
+    return (gains[:, None, None, None] * texture).astype(np.float32)
+
+
+@pytest.mark.parametrize("form", ["array", "list of frames"])
+def test_a_float_clip_is_scaled_as_one_array(videomae, form):
+    """A fade-in float clip in [0, 255]: its near-black first frame stays near black (one scale for the whole clip,
+    `media.load_video`), not multiplied by 255 as an image of its own in [0, 1] would be."""
+    clip = fade_in()
+    videos = clip if form == "array" else list(clip)
+    frames = as_videos(videos)[0]
+    assert np.asarray(frames[0]).max() <= 1
+    expected = [Image.fromarray(np.rint(frame).astype(np.uint8)) for frame in clip]
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(frames, expected, strict=True))
+    explainer = LeGradExplainer(videomae.model, videomae.processor)
+    got = explainer.explain(videos=videos, targets=[1, 2]).grid_maps
+    torch.testing.assert_close(got, explainer.explain(videos=expected, targets=[1, 2]).grid_maps, rtol=0, atol=0)
+
+
+def test_a_folder_of_frames_or_an_animated_image_is_a_video(videomae, tmp_path):
+    """`videos=` takes a path as `media.load_video` reads it: a folder of frames (natural order) or a GIF."""
+    explainer = LeGradExplainer(videomae.model, videomae.processor)
+    clips = [random_clip(0), random_clip(1)]
+    expected = explainer.explain(videos=clips, targets=[1, 2]).grid_maps
+    folders = []
+    for index, clip in enumerate(clips):
+        folder = tmp_path / f"clip{index}"
+        folder.mkdir()
+        for number, frame in enumerate(clip):
+            frame.save(folder / f"frame{number * 5}.png")  # frame0, frame5, frame10, frame15: natural order
+        folders.append(folder)
+    torch.testing.assert_close(explainer.explain(videos=str(folders[0]), targets=[1, 2]).grid_maps, expected[:1])
+    torch.testing.assert_close(explainer.explain(videos=folders[1], targets=[1, 2]).grid_maps, expected[1:])
+    torch.testing.assert_close(explainer.explain(videos=folders, targets=[1, 2]).grid_maps, expected)
+    gif = tmp_path / "c.gif"
+    clips[0][0].save(gif, save_all=True, append_images=clips[0][1:], duration=100, loop=0)
+    from_gif = explainer.explain(videos=str(gif), targets=[1, 2])
+    assert from_gif.image_sizes == [(NUM_FRAMES, FRAME_SIZE, FRAME_SIZE)]
+    torch.testing.assert_close(
+        from_gif.grid_maps, explainer.explain(videos=media.load_video(gif), targets=[1, 2]).grid_maps, rtol=0, atol=0
+    )
+    with Image.open(gif) as animation:
+        torch.testing.assert_close(explainer.explain(videos=animation, targets=[1, 2]).grid_maps, from_gif.grid_maps)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_relevance_over_time_is_each_frames_mean_map(family, request):
+    tiny = request.getfixturevalue(family)
+    out = LeGradExplainer(tiny.model, tiny.processor).explain(videos=[random_clip(0), random_clip(1)], top_k=2)
+    assert out.modality == "video"
+    curve = out.relevance_over_time()
+    assert curve.shape == (2, 2, NUM_FRAMES)
+    torch.testing.assert_close(curve, out.heatmaps.mean(dim=(-2, -1)))
+    torch.testing.assert_close(maps.relevance_over_time(out.heatmaps, "video"), curve)
+    with pytest.raises(ValueError, match=r"video `heatmaps` must be \[batch, targets, frames, height, width\]"):
+        maps.relevance_over_time(out.heatmaps[0], "video")
+
+
+def test_image_maps_have_no_relevance_over_time():
+    vit = make_vit()
+    out = LeGradExplainer(vit.model, vit.processor).explain(images=[random_image(0), random_image(1)], top_k=2)
+    assert out.modality == "image"
+    with pytest.raises(ValueError, match=r"for audio and video models' maps; image maps .* have no time axis"):
+        out.relevance_over_time()
+    with pytest.raises(ValueError, match="image maps have none"):
+        maps.relevance_over_time(out.heatmaps, "image")
+    with pytest.raises(ValueError, match=r"audio `heatmaps` must be"):
+        maps.relevance_over_time(out.heatmaps[:, :, None], "audio")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

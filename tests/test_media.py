@@ -141,6 +141,14 @@ def test_uint8_float_channels_first_and_tensor_arrays():
     assert [frame.mode for frame in load_video(gray)] == ["RGB", "RGB"]
 
 
+def test_a_list_of_float_frames_is_scaled_as_one_clip():
+    """A fade-in in [0, 255] given frame by frame: the near-black first frame (values <= 1) is not taken for an
+    image in [0, 1] and multiplied by 255; the scale is decided once, as for the [frames, ...] array."""
+    fade = [np.full((6, 8, 3), value, np.float32) for value in (0.8, 100.0, 250.0)]
+    assert red_values(load_video(fade)) == [1, 100, 250] == red_values(load_video(np.stack(fade)))
+    assert red_values(load_video([np.full((6, 8), 0.5, np.float32), np.full((6, 8), 1.0, np.float32)])) == [128, 255]
+
+
 def test_bad_arrays_and_types():
     with pytest.raises(VideoReadError, match=r"\[frames, height, width, channels\].*array\[None\]"):
         load_video(np.zeros((6, 8, 3), np.uint8))

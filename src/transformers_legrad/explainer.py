@@ -85,6 +85,7 @@ class LeGradOutput:
         word_relevance: with `text_relevance=True`: per image, per prompt, (word, relevance) pairs in prompt
             order: the tokenizer's own words (`word_ids`; a slow tokenizer's sub-word markers), pieces summed.
         explained_text_layers: the explained text block indices, ascending (with `text_relevance=True`).
+        modality: the inputs the maps are of, the adapter's `spec.modality`: "image", "video" or "audio".
         frame_times: audio: float32 [time frames], the centre of each spectrogram frame in seconds from the clip's
             start (the feature extractor's hop and window; AST's 10 ms and 25 ms for `input_values`).
         clip_frames: audio given as waveforms: per clip, the frames that hold its audio; the frames after them are
@@ -113,6 +114,7 @@ class LeGradOutput:
     explained_text_layers: list[int] | None = None
     frame_times: torch.Tensor | None = None
     clip_frames: list[int] | None = None
+    modality: str | None = None
     boxes: torch.Tensor | None = None
     box_indices: torch.Tensor | None = None
 
@@ -141,11 +143,22 @@ class LeGradOutput:
         return list(self.labels if shared else self.labels[b])
 
     def relevance_over_time(self) -> torch.Tensor:
-        """Audio: when in the clip each target is, float32 [batch, targets, time frames] (`maps.relevance_over_time`
-        of `heatmaps`); the time of each frame in seconds is `frame_times`."""
-        if self.frame_times is None:
-            raise ValueError("`relevance_over_time` is for audio models' maps; these maps have no time axis.")
-        return maps.relevance_over_time(self.heatmaps)
+        """When in the clip each target is (`maps.relevance_over_time` of `heatmaps`).
+
+        Returns:
+            audio: float32 [batch, targets, time frames], each heatmap's mean over the mel bins (frame t's time in
+            seconds is `frame_times[t]`); video: float32 [batch, targets, frames], each frame's mean map.
+
+        Raises:
+            ValueError: maps of images, which have no time axis.
+        """
+        if self.modality not in maps.TIME_AXES:
+            shown = "these maps" if self.modality is None else f"{self.modality} maps"
+            raise ValueError(
+                f"`relevance_over_time` is for audio and video models' maps; {shown} [batch, targets, height, width] "
+                "have no time axis."
+            )
+        return maps.relevance_over_time(self.heatmaps, self.modality)
 
     def to(self, device: torch.device | str) -> LeGradOutput:
         """A copy with every tensor on `device`."""
@@ -243,7 +256,8 @@ class LeGradExplainer:
                 (SigLIP 2: [batch, patches, channels * patch**2] with `pixel_attention_mask`, `spatial_shapes`;
                 video models: [batch, frames, channels, height, width]).
             videos: video models instead of `images`: one clip (a list of frames, PIL images or [H, W, C] arrays,
-                or a [frames, H, W, C] array) or a list of clips (needs the processor).
+                a [frames, H, W, C] array, or a folder of frames or an animated image file as a path: what
+                `media.load_video` reads) or a list of clips (needs the processor).
             text_embeds: [prompts, dim] prompt embeddings instead of `text` (L2-normalized here).
             targets: classifiers: class ids or label names, shared by all images, or [batch, prompts] ids; default
                 the top-1 predicted class of each image.
@@ -332,7 +346,7 @@ class LeGradExplainer:
                 grid_maps[:, :num_prompts], grid_maps[:, num_prompts:], pixels.grid_shapes
             )
             layer_grids = layer_grids[:, :num_prompts]
-        heatmaps = maps.heatmaps_from_grids(grid_maps, pixels.grid_shapes, pixels.image_sizes)
+        heatmaps = maps.heatmaps_from_grids(grid_maps, pixels.grid_shapes, pixels.image_sizes, pixels.patch_geometry)
         return LeGradOutput(
             heatmaps=heatmaps,
             grid_maps=grid_maps.float(),
@@ -346,6 +360,7 @@ class LeGradExplainer:
             target_ids=target_ids,
             frame_times=getattr(pixels, "frame_times", None),
             clip_frames=getattr(pixels, "clip_frames", None),
+            modality=adapter.spec.modality,
             **words,
             **boxes_found,
         )

@@ -55,7 +55,8 @@ def load_video(source) -> list[Image.Image]:
             - a folder of frame images (files with an `IMAGE_SUFFIXES` suffix, hidden files and subfolders
               ignored), in natural order of their names (``frame2.png`` before ``frame10.png``);
             - an image file: every frame of an animation (GIF, APNG, WebP, multi-page TIFF), one for a still;
-            - a list of frames, each a PIL image, an image array or a path;
+            - a list of frames, each a PIL image, an image array or a path (arrays of one shape scaled as one
+              array, below);
             - an array or tensor [frames, height, width, channels] (or [frames, channels, height, width]) with
               1, 3 or 4 channels: uint8 as it is, other numbers in [0, 1] scaled by 255, otherwise in [0, 255];
             - an opened PIL image with several frames.
@@ -81,7 +82,7 @@ def load_video(source) -> list[Image.Image]:
     elif isinstance(source, Sequence):
         if len(source) == 0:
             raise VideoReadError("the list of frames is empty: give at least one frame")
-        frames = [images.load(frame) for frame in source]
+        frames = _frames_from_list(source)
     else:
         raise TypeError(
             "a video must be a folder of frames, an animated image file, a list of frames or a "
@@ -167,6 +168,13 @@ def _read_animation(path: Path) -> list[Image.Image]:
         raise VideoReadError(f"{path}: unreadable animation ({error})") from None
 
 
+def _frames_from_list(frames: Sequence) -> list[Image.Image]:
+    """Each frame read as an image; arrays of one shape stacked first, so that one pixel scale holds for all."""
+    if all(isinstance(frame, np.ndarray) for frame in frames) and len({frame.shape for frame in frames}) == 1:
+        return _frames_from_pixels(np.stack(frames))
+    return [images.load(frame) for frame in frames]
+
+
 def _frames_from_array(array: np.ndarray) -> list[Image.Image]:
     if array.ndim != 4 or array.shape[0] == 0:
         hint = " (one image: add a frame axis, `array[None]`)" if array.ndim == 3 else ""
@@ -174,6 +182,11 @@ def _frames_from_array(array: np.ndarray) -> list[Image.Image]:
             f"a video array must be [frames, height, width, channels] with at least one frame, got shape "
             f"{tuple(array.shape)}{hint}"
         )
+    return _frames_from_pixels(array)
+
+
+def _frames_from_pixels(array: np.ndarray) -> list[Image.Image]:
+    """[frames, ...] pixel values as RGB frames, the pixel scale decided once for the whole clip."""
     try:
         pixels = images.pixels_to_uint8(array)
     except ValueError as error:

@@ -10,14 +10,18 @@ Orientation. The model takes `input_values` [batch, time frames, mel bins]; its 
 frequency-major, so the maps are laid out [frequency patches, time patches] and the heatmaps [mel bins, time
 frames]: row 0 is the lowest mel bin, column 0 the first frame (the transpose of `input_values`, the way a
 spectrogram is drawn once flipped so that low frequencies are at the bottom). `LeGradOutput.image_sizes` holds
-(mel bins, time frames) and `grid_shapes` (frequency patches, time patches). The heatmap stretches the patch grid
-over the whole spectrogram bilinearly, like an image's; AST's patches overlap and do not reach the last
-`(mel bins - 16) % frequency_stride` bins and `(frames - 16) % time_stride` frames, so a patch's place in the
-heatmap is within about a stride of its true centre.
+(mel bins, time frames) and `grid_shapes` (frequency patches, time patches). AST's patches overlap (16 wide, every
+`frequency_stride` / `time_stride`) and do not reach the last `(mel bins - 16) % frequency_stride` bins and
+`(frames - 16) % time_stride` frames, so the grid is not stretched over the spectrogram as an image's is: the
+adapter declares the patches' geometry (`PixelInputs.patch_geometry`) and the heatmap is interpolated linearly
+between the patch centres (patch i's at `stride * i + 7.5`), exact there, and held constant beyond the first and
+last centre.
 
-The feature extractor (`ASTFeatureExtractor`) makes one frame per 10 ms (a 25 ms window: 160 and 400 samples at
-its 16 kHz) and pads or truncates every clip to `max_length` frames: a shorter clip's map covers its padding too
-(the model sees it), a longer clip is explained on its first `max_length` frames (with a warning).
+The feature extractor (`ASTFeatureExtractor`) makes one frame per hop and pads or truncates every clip to
+`max_length` frames: a shorter clip's map covers its padding too (the model sees it), a longer clip is explained
+on its first `max_length` frames (with a warning). Its hop and window are those of the path it takes: with
+torchaudio, Kaldi's fbank, 10 ms and 25 ms at the extractor's rate (`int(rate * 0.010)`, `int(rate * 0.025)`
+samples); without it, numpy's 160 and 400 samples at any rate (10 ms and 25 ms at its usual 16 kHz).
 """
 
 from __future__ import annotations
@@ -27,16 +31,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers.utils import is_speech_available
 
 from .base import AUDIO_CLASSIFICATION, FamilyAdapter, FamilySpec, HubCheckpoint, PixelInputs
 from .classifiers import CLASSIFIER_NOTES, VIT_LAYOUT
 from .registry import register
 
-#: ASTFeatureExtractor's frame step and window in samples (its numpy path; torchaudio's Kaldi fbank uses 10 ms and
-#: 25 ms, the same at the extractor's 16 kHz). The extractor keeps neither as an attribute.
+#: ASTFeatureExtractor's frame step and window in samples on its numpy path, at any rate (the extractor keeps
+#: neither as an attribute); its torchaudio path uses Kaldi's 10 ms and 25 ms instead, the same at 16 kHz.
 AST_HOP_SAMPLES = 160
 AST_WINDOW_SAMPLES = 400
 AST_SAMPLING_RATE = 16000
+#: Kaldi's frame shift and length (`torchaudio.compliance.kaldi.fbank`'s defaults), in milliseconds.
+KALDI_HOP_MS = 10.0
+KALDI_WINDOW_MS = 25.0
 
 AST_SCORE = (
     "A class's score at block l is the classifier's logit for that class computed from that block's output "
@@ -48,6 +56,9 @@ AST_NOTES = (
     *CLASSIFIER_NOTES[:2],
     "- **Orientation.** Maps are [mel bins, time frames], low frequencies in row 0; `out.relevance_over_time()` "
     "averages each heatmap over frequency, and `out.frame_times` gives each frame's time in seconds.",
+    "- **Patch centres.** The patches overlap (16 wide, every 10): each patch's value is placed at its centre and "
+    "the heatmap is linear between neighbouring centres, exact at the centres, not the patch grid stretched over "
+    "the spectrogram.",
 )
 
 
@@ -90,6 +101,11 @@ class AudioClassifierAdapter(FamilyAdapter):
         """(frequency patches, time patches) of the model's patch grid."""
         raise NotImplementedError
 
+    @property
+    def patch_geometry(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((stride, patch) in mel bins, (stride, patch) in frames): where each patch lies in the spectrogram."""
+        raise NotImplementedError
+
     def prepare_pixels(self, pixel_values: torch.Tensor, **extra: torch.Tensor | None) -> PixelInputs:
         raise ValueError(
             f"{type(self.model).__name__} classifies audio, not images: pass `audio=` (a 1-D waveform or a list of "
@@ -124,7 +140,8 @@ class AudioClassifierAdapter(FamilyAdapter):
             raise ValueError("`input_values` must be finite floating-point log-mel features.")
         batch = input_values.shape[0]
         model_kwargs: dict[str, object] = {"input_values": input_values}
-        return AudioInputs(model_kwargs, [self.grid_shape] * batch, [(bins, frames)] * batch, **timing)
+        grids, sizes = [self.grid_shape] * batch, [(bins, frames)] * batch
+        return AudioInputs(model_kwargs, grids, sizes, patch_geometry=self.patch_geometry, **timing)
 
     def prepare_audio(self, audio, sampling_rate: int | None, feature_extractor) -> AudioInputs:
         """Waveforms through the model's feature extractor, validated on the way.
@@ -156,7 +173,7 @@ class AudioClassifierAdapter(FamilyAdapter):
                 f"target_sr={expected})`)."
             )
         waveforms = _waveforms(audio)
-        hop, window = _frame_samples(feature_extractor)
+        hop, window = _frame_samples(feature_extractor, expected)
         too_short = [i for i, wave in enumerate(waveforms) if wave.shape[0] < window]
         if too_short:
             raise ValueError(
@@ -221,11 +238,20 @@ def _waveforms(audio) -> list[np.ndarray]:
     return waveforms
 
 
-def _frame_samples(feature_extractor) -> tuple[int, int]:
-    """(hop, window) of the extractor's frames in samples: its `hop_length`/`win_length` where it keeps them."""
-    hop = getattr(feature_extractor, "hop_length", None) or AST_HOP_SAMPLES
-    window = getattr(feature_extractor, "win_length", None) or AST_WINDOW_SAMPLES
-    return int(hop), int(window)
+def _frame_samples(feature_extractor, rate: int) -> tuple[int, int]:
+    """(hop, window) of the extractor's frames in samples at `rate`.
+
+    Its `hop_length`/`win_length` where it keeps them; else ASTFeatureExtractor's: Kaldi's 10 ms / 25 ms
+    (truncated to whole samples, as `torchaudio.compliance.kaldi` does) when transformers will use torchaudio,
+    numpy's fixed 160 / 400 samples otherwise.
+    """
+    hop = getattr(feature_extractor, "hop_length", None)
+    window = getattr(feature_extractor, "win_length", None)
+    if hop and window:
+        return int(hop), int(window)
+    if is_speech_available():
+        return int(rate * KALDI_HOP_MS * 0.001), int(rate * KALDI_WINDOW_MS * 0.001)  # kaldi's own arithmetic
+    return AST_HOP_SAMPLES, AST_WINDOW_SAMPLES
 
 
 @register
@@ -274,6 +300,12 @@ class ASTAdapter(AudioClassifierAdapter):
     def grid_shape(self) -> tuple[int, int]:
         frequency, time = self.backbone.embeddings.get_shape(self.model.config)
         return int(frequency), int(time)
+
+    @property
+    def patch_geometry(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        config = self.model.config
+        patch = int(config.patch_size)
+        return (int(config.frequency_stride), patch), (int(config.time_stride), patch)
 
     def readout_is_token_mean(self, score: str) -> bool:
         return score == "legrad"

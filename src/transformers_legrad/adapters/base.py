@@ -272,6 +272,9 @@ class PixelInputs:
             (set by the explainer's request); None for other families.
         boxes: detectors: the model's predicted boxes [batch, patches, 4] (center x, center y, width, height,
             relative to the processed image), set by the adapter's `image_features`; None before it ran.
+        patch_geometry: per token axis, (stride, patch size) in input units, when the adapter declares where its
+            patches lie (`maps.heatmaps_from_grids` then places the map at the patch centres); None: the grid
+            tiles the input, as an image's patches do.
     """
 
     model_kwargs: dict[str, object]
@@ -281,6 +284,7 @@ class PixelInputs:
     prompts: TextInputs | None = None
     queries: torch.Tensor | None = None
     boxes: torch.Tensor | None = None
+    patch_geometry: tuple[tuple[int, int], ...] | None = None
 
     @property
     def batch_size(self) -> int:

@@ -135,7 +135,7 @@ class TimesformerClassifierAdapter(VivitClassifierAdapter):
             if frames != self.num_frames:
                 raise ValueError(
                     f"{type(self.model).__name__} takes {self.num_frames} frames per video (its blocks split the "
-                    f"tokens into `config.num_frames` frames), got {frames}; sample {self.num_frames} frames from "
-                    "the clip."
+                    f"tokens into `config.num_frames` frames), got {frames}; sample them from the clip: "
+                    "`media.sample_frames(frames, model.config.num_frames)`."
                 )
         return super().prepare_pixels(pixel_values, **extra)

@@ -15,7 +15,9 @@ ReLU(dS/dA^l) over the block's global self-attention, with the prefix keys (ViVi
 
 Both models have fixed position embeddings for `config.num_frames` frames of `config.image_size` pixels (VideoMAE's
 are sinusoidal of a fixed length, ViViT's interpolation assumes a square grid of one frame), so they are explained
-at exactly that input; other sizes get an error naming the expected one.
+at exactly that input; other sizes get an error naming the expected one. When `num_frames` is not a multiple of
+the tubelet's frames, the model's Conv3d reads no tubelet from the last frames; the heatmap places each tubelet at
+its frames' centre and holds the last tubelet's value over them (`maps.heatmaps_from_grids`' patch geometry).
 
 TimeSformer (`TimesformerForVideoClassification`) has its own adapter (`adapters/timesformer.py`): its divided
 space-time blocks hold two attentions, a temporal one over each patch position's frames and then a spatial one over
@@ -139,11 +141,11 @@ class VideoMAEClassifierAdapter(FamilyAdapter):
                 f"{tuple(pixel_values.shape)}, read as [batch, frames, channels, height, width])."
             )
         tubelet_frames, patch_height, patch_width = self.tubelet_size
-        if frames // tubelet_frames != self.num_frames // tubelet_frames:
+        if frames != self.num_frames:
             raise ValueError(
-                f"{model_name} takes {self.num_frames} frames per video (its position embeddings are fixed: "
-                f"{self.num_frames // tubelet_frames} tubelets of {tubelet_frames} frames), got {frames}; sample "
-                f"{self.num_frames} frames from the clip."
+                f"{model_name} takes {self.num_frames} frames per video, exactly (`config.num_frames`: its position "
+                f"embeddings are fixed to {self.num_frames // tubelet_frames} tubelets of {tubelet_frames} frames), "
+                f"got {frames}; sample them from the clip: `media.sample_frames(frames, model.config.num_frames)`."
             )
         if (height, width) != self.native_image_size:
             native_height, native_width = self.native_image_size
@@ -152,7 +154,10 @@ class VideoMAEClassifierAdapter(FamilyAdapter):
                 f"fixed), got {height}x{width}; let the processor resize them (no `image_size`)."
             )
         grid = (frames // tubelet_frames, height // patch_height, width // patch_width)
-        return PixelInputs({"pixel_values": pixel_values}, [grid] * batch, [(frames, height, width)] * batch)
+        geometry = tuple((size, size) for size in self.tubelet_size)  # tubelets tile the frames they cover
+        return PixelInputs(
+            {"pixel_values": pixel_values}, [grid] * batch, [(frames, height, width)] * batch, patch_geometry=geometry
+        )
 
     # --- readout -------------------------------------------------------------------------------------------
     @property

@@ -252,7 +252,7 @@ class BaselineExplainer:
 
         grid_maps = maps.tokens_to_grids(relevance.unsqueeze(2), adapter.num_prefix_tokens, pixels.grid_shapes)
         grid_maps = grid_maps[:, :, 0].cpu()
-        heatmaps = maps.heatmaps_from_grids(grid_maps, pixels.grid_shapes, pixels.image_sizes)
+        heatmaps = maps.heatmaps_from_grids(grid_maps, pixels.grid_shapes, pixels.image_sizes, pixels.patch_geometry)
         return LeGradOutput(
             heatmaps=heatmaps,
             grid_maps=grid_maps.float(),
@@ -264,6 +264,7 @@ class BaselineExplainer:
             grid_shapes=list(pixels.grid_shapes),
             image_sizes=list(pixels.image_sizes),
             target_ids=target_ids,
+            modality=adapter.spec.modality,
         )
 
     __call__ = explain
