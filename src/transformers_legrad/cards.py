@@ -422,7 +422,7 @@ def _upsampling(entry: CardModel) -> str:
     return {
         "image": "upsampled bilinearly to the processed image",
         "video": "upsampled trilinearly (along frames, height and width) to the processed frames",
-        "audio": "upsampled bilinearly to the spectrogram (mel bins x time frames)",
+        "audio": "interpolated linearly between the patch centres onto the spectrogram (mel bins x time frames)",
     }[entry.modality]
 
 
