@@ -170,7 +170,7 @@ class LeGradOutput:
 
 
 class LeGradExplainer:
-    """LeGrad maps for Hugging Face CLIP, SigLIP/SigLIP 2, ViT-family classifiers and vision backbones.
+    """LeGrad maps for the Hugging Face models of `adapters.registry`: dual encoders, classifiers, backbones, detectors.
 
     Args:
         model: a supported model (`adapters.registry.supported_model_classes()`), on any device and dtype. It is
