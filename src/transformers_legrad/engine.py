@@ -401,16 +401,17 @@ def layer_relevance(
     per_layer = []
     scale = HALF_PRECISION_GRADIENT_SCALE if adapter.input_dtype == torch.float16 else 1.0
     num_prompts = directions.shape[1]
+    reads_prompts = getattr(adapter, "reads_prompts", False)  # a trunk without it (a text tower) reads none
     for index in layers:
         state = capture.block_states.pop(index)
         with torch.enable_grad():
             readout_of = _block_readout(adapter, index, state, score)
-            if not adapter.reads_prompts:
+            if not reads_prompts:
                 readout, handle = readout_of(pixels)
             chunks = []
             for start in range(0, num_prompts, prompt_chunk_size):
                 stop = min(start + prompt_chunk_size, num_prompts)
-                if adapter.reads_prompts:  # the readout of this chunk's prompts only, on the block's shared tail
+                if reads_prompts:  # the readout of this chunk's prompts only, on the block's shared tail
                     view, columns = adapter.prompt_chunk(pixels, start, stop)
                     readout, handle = readout_of(view)
                     chunk_directions = directions[:, start:stop, columns]
