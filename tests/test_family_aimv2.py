@@ -162,6 +162,24 @@ def test_scores_are_the_models_clamped_logits_per_image():
         torch.testing.assert_close(out.probabilities, expected.softmax(dim=-1), rtol=1e-4, atol=1e-5)
 
 
+def test_scores_are_the_causal_logits_that_eager_attention_gives():
+    """As the card says: an unpadded prompt's `out.scores` are the eager model's (causal) `logits_per_image`, which
+    the SDPA model's own forward misses (it runs such prompts both ways)."""
+    model, processor = tiny("dual").model, tiny("dual").processor
+    prompts = ["a photo of a red circle"]
+    inputs = processor(text=prompts, images=images(), return_tensors="pt")
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    sdpa = copy.deepcopy(model)
+    sdpa.set_attn_implementation("sdpa")
+    with torch.no_grad():
+        causal, both_ways = (variant(**inputs).logits_per_image for variant in (eager, sdpa))
+    out = LeGradExplainer(sdpa, processor).explain(images=images(), text=prompts)
+    torch.testing.assert_close(out.scores, causal, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(out.scores, both_ways, rtol=0, atol=1e-4)
+    assert "eager" in " ".join(adapter_for(model).spec.reading_notes)
+
+
 @pytest.mark.parametrize("name", ["vision_head", "vision_no_head"])
 def test_a_reference_image_points_at_itself(name):
     model, processor = tiny(name).model, tiny(name).processor

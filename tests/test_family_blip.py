@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BlipForImageTextRetrieval, pipeline
 
-from transformers_legrad import LeGradExplainer, LeGradExplanationPipeline
+from transformers_legrad import LeGradExplainer, LeGradExplanationPipeline, engine
 from transformers_legrad.adapters import adapter_for
 from transformers_legrad.cli import main
 
@@ -145,6 +145,27 @@ def test_itc_prompts_give_the_maps_of_their_text_embeds(blip):
     torch.testing.assert_close(from_text.grid_maps, from_embeds.grid_maps, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("chunk_size", [1, 2, len(PROMPTS)])
+def test_prompt_chunks_give_the_same_maps_and_read_only_their_prompts(blip, monkeypatch, chunk_size):
+    """The matching head's readout is built per chunk of prompts on the block's shared tail: every chunk size gives
+    the reference's maps, and past the trunk forward the text encoder never runs on more than batch x chunk pairs
+    (a readout over all pairs made each chunk's backward go through every prompt: quadratic in the prompts)."""
+    monkeypatch.setattr(engine, "PROMPT_CHUNK_SIZE", chunk_size)
+    pairs = []
+    hook = blip.model.text_encoder.register_forward_pre_hook(
+        lambda module, args, kwargs: pairs.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    pixel_values = pixels_of(blip)
+    try:
+        out = LeGradExplainer(blip.model, blip.processor, layers="all").explain(pixel_values=pixel_values, text=PROMPTS)
+    finally:
+        hook.remove()
+    assert_raw_close(out.grid_maps, reference(blip, pixel_values, PROMPTS, list(range(NUM_LAYERS)), "itm"))
+    chunks = -(-len(PROMPTS) // chunk_size)
+    assert pairs[0] == 2 * len(PROMPTS) and len(pairs) == 1 + NUM_LAYERS * chunks  # the trunk, then each chunk
+    assert max(pairs[1:]) == 2 * chunk_size
+
+
 # --- scores ----------------------------------------------------------------------------------------------------
 def model_scores(tiny, prompts, pixel_values, use_itm_head: bool) -> torch.Tensor:
     """[images, prompts, ...] from the model's own forward, one (image, prompt) pair per row."""
@@ -218,6 +239,8 @@ def test_bad_options_and_inputs_raise(blip, clip):
         LeGradExplainer(blip.model, blip.processor, use_itm_head="no")
     with pytest.raises(TypeError, match="takes no option 'use_itm_head'"):
         LeGradExplainer(clip.model, clip.processor, use_itm_head=False)
+    with pytest.raises(TypeError, match="BlipRetrievalAdapter takes no option 'use_itm_heads'"):
+        LeGradExplainer(blip.model, blip.processor, use_itm_heads=False)
     with pytest.raises(ValueError, match="reads each prompt's tokens.*not `text_embeds`"):
         LeGradExplainer(blip.model).explain(pixel_values=pixels_of(blip), text_embeds=torch.randn(2, PROJECTION_DIM))
     with pytest.raises(ValueError, match="need a processor with a tokenizer"):

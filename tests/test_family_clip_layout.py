@@ -10,6 +10,9 @@ left as it was; the pipeline and the CLI load each dual encoder from its folder.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -292,3 +295,17 @@ def test_cli_explains_a_folder_with_prompts(fixture, request, tmp_path, capsys):
     records = json.loads((out / "results.json").read_text())
     assert len(records) == 4 and {record["label"] for record in records} == {"a cat", "a red circle"}
     assert "wrote maps for 2 image(s)" in captured.out
+
+
+def test_the_tiny_wordpiece_tokenizer_gives_the_same_ids_in_every_process():
+    """Chinese CLIP's and BLIP's tiny tokenizer: the same prompt gets the same ids in fresh processes and here (a
+    trained WordPiece vocabulary differed from one process to the next, and the tiny models' scores with it)."""
+    code = "import tiny_clip_layout as t; print(t.make_wordpiece_tokenizer()(PROMPTS)['input_ids'])"
+    code = code.replace("PROMPTS", repr(PROMPTS))
+    runs = [
+        subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True)
+        for _ in range(2)
+    ]
+    assert all(run.returncode == 0 for run in runs), [run.stderr[-2000:] for run in runs]
+    here = str(tiny_clip_layout.make_wordpiece_tokenizer()(PROMPTS)["input_ids"])
+    assert [run.stdout.strip() for run in runs] == [here, here]

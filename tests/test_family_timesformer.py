@@ -168,6 +168,8 @@ def test_wrong_inputs_and_options_get_clear_errors(timesformer):
         explainer.explain(pixel_values=torch.randn(1, NUM_FRAMES, 2, FRAME_SIZE, FRAME_SIZE))
     with pytest.raises(ValueError, match="`attention` must be one of 'spatial', 'temporal'"):
         LeGradExplainer(timesformer.model, attention="joint")
+    with pytest.raises(TypeError, match="TimesformerClassifierAdapter takes no option 'attentions'"):
+        LeGradExplainer(timesformer.model, attentions="temporal")
     joint = tiny_timesformer.make_timesformer(seed=1, attention_type="joint_space_time")
     with pytest.raises(TypeError, match="attention_type='joint_space_time' is not explained"):
         LeGradExplainer(joint.model)

@@ -232,6 +232,14 @@ def test_unsupported_timm_layouts_are_refused(model_args, message):
         LeGradExplainer(TimmWrapperForImageClassification(config))
 
 
+def test_a_hybrid_vit_is_refused_by_its_patch_embedding():
+    """A ViT after a ResNet stem (`HybridEmbed`) is refused naming hybrid models, not with a wrong channel count."""
+    args = dict(img_size=64, embed_dim=32, depth=1, num_heads=4)  # the stem divides by 4, then 8 px patches
+    config = TimmWrapperConfig(architecture="vit_tiny_r_s16_p8_224", model_args=args, num_labels=2)
+    with pytest.raises(TypeError, match="HybridEmbed, not timm's PatchEmbed: hybrid models"):
+        LeGradExplainer(TimmWrapperForImageClassification(config))
+
+
 def test_sizes_the_model_cannot_take_are_refused():
     explainer = LeGradExplainer(tiny("vit").model, tiny("vit").processor)
     with pytest.raises(ValueError, match=r"takes only 48x48.*dynamic_img_size=True"):

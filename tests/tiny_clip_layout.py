@@ -4,14 +4,13 @@ Each factory builds a model from a small config (the vision tower of `tiny_model
 4 heads, patch 8, 48 px), perturbs its LayerNorm affines and zero biases, and round-trips it with its processor
 through save_pretrained/from_pretrained, as `tiny_models` does. The text towers get their own offline
 tokenizers: a Unigram vocabulary of the prompts' words in `XLMRobertaTokenizer` (MetaCLIP 2, AltCLIP) and a
-WordPiece vocabulary trained offline in `BertTokenizer` (Chinese CLIP).
+WordPiece vocabulary of the prompts' words in `BertTokenizer` (Chinese CLIP).
 """
 
 from __future__ import annotations
 
 import functools
 
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import (
     AltCLIPConfig,
     AltCLIPModel,
@@ -77,15 +76,17 @@ def make_xlm_roberta_tokenizer(model_max_length: int = TEXT_MAX_POSITIONS) -> XL
 
 @functools.cache
 def _wordpiece_vocab() -> tuple[tuple[str, int], ...]:
-    tk = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=120, special_tokens=list(BERT_SPECIALS), show_progress=False)
-    tk.train_from_iterator(PROMPTS, trainer)
-    return tuple(sorted(tk.get_vocab().items(), key=lambda item: item[1]))
+    """BERT's special tokens, then every word of PROMPTS as a whole piece and every character as a first and a
+    continuation (`##`) piece, so any lowercase text tokenizes: sorted, so the ids are the same in every process
+    (a trained WordPiece vocabulary is not: the trainer breaks ties in hash-map order)."""
+    words = sorted({word for prompt in PROMPTS for word in prompt.lower().split()})
+    characters = sorted({character for word in words for character in word})
+    pieces = [*BERT_SPECIALS, *words, *(c for c in characters if c not in words), *(f"##{c}" for c in characters)]
+    return tuple((piece, index) for index, piece in enumerate(pieces))
 
 
 def make_wordpiece_tokenizer(model_max_length: int = TEXT_MAX_POSITIONS) -> BertTokenizer:
-    """A `BertTokenizer` over a WordPiece vocabulary trained offline on PROMPTS ([PAD] 0, [CLS] 2, [SEP] 3)."""
+    """A `BertTokenizer` over a small WordPiece vocabulary of PROMPTS' words ([PAD] 0, [CLS] 2, [SEP] 3)."""
     return BertTokenizer(vocab=dict(_wordpiece_vocab()), model_max_length=model_max_length)
 
 

@@ -12,9 +12,11 @@ LeGrad's layer-l score depends on block l's attention probabilities A^l only thr
    enters the graph only through A@V; so the probabilities never need to be materialized, under any kernel.
    The recorded tails are bounded by a memory budget; blocks beyond it keep only their inputs and are recomputed
    locally, one at a time, in step 2. (When a pooling head is explained, its input tokens are kept instead.)
-2. All prompts are differentiated in one batched backward (`is_grads_batched`) of each block's local graph,
-   reduced at once (ReLU, mean over heads and query rows) in bounded chunks, and the graph is freed before the
-   next block's backward.
+2. The prompts are differentiated in batched backwards (`is_grads_batched`) of each block's local graph, a
+   bounded chunk of prompts at a time, reduced at once (ReLU, mean over heads and query rows) in bounded chunks,
+   and the graph is freed before the next block's backward. A readout that reads the prompts itself
+   (`adapter.reads_prompts`, BLIP's matching head) is built once per chunk of prompts on the block's shared tail
+   (`adapter.prompt_chunk`), so the work and memory per prompt do not grow with the number of prompts.
 
 The engine knows nothing about model families: everything family-specific goes through a `FamilyAdapter`.
 """
@@ -22,7 +24,7 @@ The engine knows nothing about model families: everything family-specific goes t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -260,16 +262,33 @@ def run_trunk(
 
 
 def _recompute_block(
-    adapter: FamilyAdapter, index: int, call: tuple[tuple, dict], pixels: PixelInputs, score: str
+    adapter: FamilyAdapter, index: int, call: tuple[tuple, dict], score: str
 ) -> tuple[torch.Tensor, AttentionHandle]:
-    """Rerun block `index` alone, recording its tail as the trunk forward does; return (readout, handle)."""
+    """Rerun block `index` alone, recording its tail as the trunk forward does; return (output tokens, handle)."""
     states: dict[int, object] = {}
     recorder = _TailRecorder(adapter, [index], score, states, always=True)
     args, kwargs = call
     with _hooks(recorder.handles), torch.no_grad():
         adapter.blocks[index](*args, **kwargs)
     tail = states[index]
-    return adapter.layer_features(tail.tokens, pixels, score), tail.handle
+    return tail.tokens, tail.handle
+
+
+def _block_readout(
+    adapter: FamilyAdapter, index: int, state: object, score: str
+) -> Callable[[PixelInputs], tuple[torch.Tensor, AttentionHandle]]:
+    """A function of the inputs giving (readout, handle) of block `index` from its trunk state.
+
+    The block's tail (from its attention context to its output tokens) is recorded once, here; each call adds a
+    readout on top of it, so an adapter that reads the prompts (`reads_prompts`) builds one readout per chunk of
+    prompts on the same tail.
+    """
+    if isinstance(state, RecordedTail):
+        return lambda pixels: (adapter.layer_features(state.tokens, pixels, score), state.handle)
+    if adapter.explains_pooling_head:
+        return lambda pixels: adapter.pooling_head_attention(state, pixels, score)
+    tokens, handle = _recompute_block(adapter, index, state, score)
+    return lambda pixels: (adapter.layer_features(tokens, pixels, score), handle)
 
 
 def reduce_attention_gradient(
@@ -317,13 +336,14 @@ def _prompt_chunk_relevance(
     handle: AttentionHandle,
     cotangents: torch.Tensor,
     scale: float,
-    retain_graph: bool,
     edges: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Relevance [batch, chunk, keys] of one chunk of prompts, from one (batched) backward of the local graph.
 
     The cotangents are multiplied by `scale` (a power of two) so float16 gradients do not underflow; ReLU and means
-    are positively homogeneous, so dividing the reduced relevance by `scale` gives the unscaled result.
+    are positively homogeneous, so dividing the reduced relevance by `scale` gives the unscaled result. The graph is
+    retained: the next chunk (and a redone one) goes back through the same block tail, which is freed when the caller
+    drops the readout and the handle.
     """
     while True:
         scaled = cotangents * scale
@@ -380,30 +400,27 @@ def layer_relevance(
     """
     per_layer = []
     scale = HALF_PRECISION_GRADIENT_SCALE if adapter.input_dtype == torch.float16 else 1.0
+    num_prompts = directions.shape[1]
+    reads_prompts = getattr(adapter, "reads_prompts", False)  # a trunk without it (a text tower) reads none
     for index in layers:
         state = capture.block_states.pop(index)
         with torch.enable_grad():
-            if isinstance(state, RecordedTail):
-                readout, handle = adapter.layer_features(state.tokens, pixels, score), state.handle
-            elif adapter.explains_pooling_head:
-                readout, handle = adapter.pooling_head_attention(state, pixels, score)
-            else:
-                readout, handle = _recompute_block(adapter, index, state, pixels, score)
-            cotangents = directions.to(device=readout.device, dtype=readout.dtype).transpose(0, 1)
-            relevance = torch.cat(
-                [
-                    _prompt_chunk_relevance(
-                        readout,
-                        handle,
-                        cotangents[start : start + prompt_chunk_size],
-                        scale,
-                        retain_graph=start + prompt_chunk_size < cotangents.shape[0],
-                        edges=None if attention_edges is None else attention_edges.to(readout.device),
-                    )
-                    for start in range(0, cotangents.shape[0], prompt_chunk_size)
-                ],
-                dim=1,
-            )
-        del readout, state, handle
+            readout_of = _block_readout(adapter, index, state, score)
+            if not reads_prompts:
+                readout, handle = readout_of(pixels)
+            chunks = []
+            for start in range(0, num_prompts, prompt_chunk_size):
+                stop = min(start + prompt_chunk_size, num_prompts)
+                if reads_prompts:  # the readout of this chunk's prompts only, on the block's shared tail
+                    view, columns = adapter.prompt_chunk(pixels, start, stop)
+                    readout, handle = readout_of(view)
+                    chunk_directions = directions[:, start:stop, columns]
+                else:
+                    chunk_directions = directions[:, start:stop]
+                cotangents = chunk_directions.to(device=readout.device, dtype=readout.dtype).transpose(0, 1)
+                edges = None if attention_edges is None else attention_edges.to(readout.device)
+                chunks.append(_prompt_chunk_relevance(readout, handle, cotangents, scale, edges))
+            relevance = torch.cat(chunks, dim=1)
+        del readout, state, handle, readout_of  # the block's local graph is freed before the next block's
         per_layer.append(_relevance_as_tokens(adapter, relevance, pixels).to(directions.device))
     return torch.stack(per_layer, dim=2)

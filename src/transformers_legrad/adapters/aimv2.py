@@ -73,6 +73,14 @@ _FIXED_SIZE_NOTE = (
     "refused. Native-resolution AIMv2 checkpoints (`is_native=True`) take any size."
 )
 
+_CAUSAL_TEXT_NOTE = (
+    "- **Scores and the text tower.** Prompts are embedded by AIMv2's text tower run causally, as it was trained. "
+    "Under SDPA attention (transformers' default), the model's own forward runs prompts that no padding reaches "
+    "(a single prompt, or prompts of one length) bidirectionally, because transformers drops the all-ones mask its "
+    "causal mask is built from: its `logits_per_image` can then differ from `out.scores`. Load the model with "
+    '`attn_implementation="eager"` for the model\'s intended, causal result, which `out.scores` equals.'
+)
+
 
 class _Aimv2Vision:
     """What both AIMv2 adapters share: the input sizes their position embeddings allow, and the head's readout."""
@@ -127,7 +135,11 @@ class Aimv2Adapter(_Aimv2Vision, DualEncoderAdapter):
             "text embedding; the gradient is taken with respect to the pooling head's attention probabilities (its "
             "learned query over the patch tokens), recomputed for each block."
         ),
-        reading_notes=(*clip_layout_card("AIMv2", "", crops=False)["reading_notes"], _FIXED_SIZE_NOTE),
+        reading_notes=(
+            *clip_layout_card("AIMv2", "", crops=False)["reading_notes"],
+            _FIXED_SIZE_NOTE,
+            _CAUSAL_TEXT_NOTE,
+        ),
         # License: Apple's own sample-code license, which is no Hub license identifier ("other"). Parameter counts:
         # the model built on the meta device from `Aimv2Config()`, whose defaults transformers documents as this
         # checkpoint's architecture (ViT-L/14 vision tower, 24 blocks of width 1024; 12-layer text tower), rounded;

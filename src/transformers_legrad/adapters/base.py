@@ -624,6 +624,14 @@ class FamilyAdapter:
             f"{type(self).__name__} compares image and text embeddings (`reads_prompts` is False)."
         )
 
+    def prompt_chunk(self, pixels: PixelInputs, start: int, stop: int) -> tuple[PixelInputs, slice]:
+        """When `reads_prompts` is True: the inputs holding only prompts `start:stop`, and the columns of the full
+        readout (`prompt_directions`) that the readout of those inputs gives, in the same order. The engine builds
+        each chunk's readout from this view, so one chunk's backward never goes through the other prompts."""
+        raise NotImplementedError(
+            f"{type(self).__name__} compares image and text embeddings (`reads_prompts` is False)."
+        )
+
     # --- targets (classifiers) -----------------------------------------------------------------------------
     @property
     def num_labels(self) -> int:

@@ -18,6 +18,8 @@ with (`LeGradExplainer(model, processor, use_itm_head=...)`, default True as in 
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
@@ -81,11 +83,11 @@ class BlipRetrievalAdapter(DualEncoderAdapter):
         ),
     )
 
-    def __init__(self, model: torch.nn.Module, *, use_itm_head: bool = True) -> None:
+    def __init__(self, model: torch.nn.Module, *, use_itm_head: bool = True, **options: object) -> None:
         if not isinstance(use_itm_head, bool):
             raise TypeError(f"`use_itm_head` must be True (matching head) or False (cosine), got {use_itm_head!r}.")
         self.use_itm_head = use_itm_head
-        super().__init__(model)
+        super().__init__(model, **options)  # any other option is unknown: the base says so
 
     @property
     def reads_prompts(self) -> bool:
@@ -142,6 +144,18 @@ class BlipRetrievalAdapter(DualEncoderAdapter):
     def prompt_directions(self, num_prompts: int) -> torch.Tensor:
         """float32 [prompts, 2 * prompts]: prompt k's direction picks its match logit, column 2k + 1."""
         return F.one_hot(torch.arange(num_prompts) * 2 + MATCH, 2 * num_prompts).float()
+
+    def prompt_chunk(self, pixels: PixelInputs, start: int, stop: int) -> tuple[PixelInputs, slice]:
+        """Prompts `start:stop` of `pixels.prompts`, and their logits' columns `2 * start:2 * stop`."""
+        prompts = pixels.prompts
+        if prompts is None:  # the readout says what is missing
+            return pixels, slice(2 * start, 2 * stop)
+        rows = TextInputs(
+            input_ids=prompts.input_ids[start:stop],
+            attention_mask=None if prompts.attention_mask is None else prompts.attention_mask[start:stop],
+            extra={name: value[start:stop] for name, value in prompts.extra.items()},
+        )
+        return dataclasses.replace(pixels, prompts=rows), slice(2 * start, 2 * stop)
 
     def text_features(self, text: TextInputs) -> torch.Tensor:
         """ITC prompt embeddings [prompts, dim]: `text_proj` of the text encoder's first token, as the model's

@@ -262,11 +262,20 @@ def pooling_head_probabilities(
 
 
 def pooling_head_context(probabilities: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """probabilities [batch, heads, 1, tokens] @ values [batch, tokens, hidden] -> context [batch, 1, hidden]."""
-    batch, num_heads, _, num_tokens = probabilities.shape
+    """A pooling head's attention context, heads concatenated as its output projection reads them.
+
+    Args:
+        probabilities: [batch, heads, queries, tokens], one row per learned query (SigLIP and AIMv2 have one,
+            timm's `AttentionPoolLatent` `latent_len`).
+        values: [batch, tokens, heads * head_dim].
+
+    Returns:
+        [batch, queries, heads * head_dim]: probabilities @ values per head.
+    """
+    batch, num_heads, num_queries, num_tokens = probabilities.shape
     hidden = values.shape[-1]
     per_head = values.view(batch, num_tokens, num_heads, hidden // num_heads).transpose(1, 2)
-    return (probabilities @ per_head).transpose(1, 2).reshape(batch, 1, hidden)
+    return (probabilities @ per_head).transpose(1, 2).reshape(batch, num_queries, hidden)
 
 
 def pooling_head_output(head: nn.Module, context: torch.Tensor) -> torch.Tensor:

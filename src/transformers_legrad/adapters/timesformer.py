@@ -70,7 +70,7 @@ class TimesformerClassifierAdapter(VivitClassifierAdapter):
         reading_notes=TIMESFORMER_NOTES,
     )
 
-    def __init__(self, model: nn.Module, *, attention: str = "spatial") -> None:
+    def __init__(self, model: nn.Module, *, attention: str = "spatial", **options: object) -> None:
         if attention not in ATTENTIONS:
             raise ValueError(
                 f"`attention` must be one of {', '.join(map(repr, ATTENTIONS))} (which attention of each divided "
@@ -83,7 +83,7 @@ class TimesformerClassifierAdapter(VivitClassifierAdapter):
                 "'divided_space_time' (TimesformerConfig's default) is."
             )
         self.explained_attention = attention
-        super().__init__(model)
+        super().__init__(model, **options)  # any other option is unknown: the base says so
 
     # --- the explained attention ---------------------------------------------------------------------------
     def attention_projections(self, block: nn.Module) -> tuple[nn.Module, nn.Module, int]:

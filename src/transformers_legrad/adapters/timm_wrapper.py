@@ -5,7 +5,8 @@ The wrapper holds a timm model in `model.timm_model`; this adapter reads everyth
 wrapper class stands for every timm architecture. Explained: timm's `VisionTransformer` (ViT, DeiT 3, ViTs with
 register tokens, timm SigLIP with its `global_pool="map"` head) and `Eva` (EVA-02: RoPE, SwiGLU; grouped-query
 attention), with pre-norm blocks. Anything else (a ConvNeXt, a post-norm or parallel block, a `"prr"` pool) is
-refused with a `TypeError` naming what is not supported.
+refused with a `TypeError` naming what is not supported (a hybrid ViT, whose patches come from a convolutional stem,
+too).
 
 - **Readout, `score="legrad"`**: the pool replaced by the mean over ALL tokens, each norm as the model has it
   (`nn.Identity` or not): `head(fc_norm(norm(mean Z)))`, the logits of a classifier; a backbone's head is an
@@ -45,6 +46,7 @@ from .base import (
 )
 from .classifiers import CLASSIFIER_NOTES
 from .registry import register
+from .siglip import pooling_head_context
 
 #: timm model classes (by name, so that importing this package never needs timm) and their blocks and attentions.
 TIMM_MODELS = ("VisionTransformer", "VisionTransformerDistilled", "Eva")
@@ -107,6 +109,14 @@ class _TimmAdapter(FamilyAdapter):
                 f"{wrapper} wraps a timm {kind}: only ViT-style timm models with global self-attention over patch "
                 f"tokens are explained (timm's {', '.join(TIMM_MODELS)}: ViT, DeiT 3, EVA-02, SigLIP, ViTs with "
                 "registers), not convolutional or windowed ones."
+            )
+        embed = getattr(timm_model, "patch_embed", None)
+        if "PatchEmbed" not in _names(embed):
+            raise TypeError(
+                f"this timm {kind} embeds its patches with a {type(embed).__name__}, not timm's PatchEmbed: hybrid "
+                "models (a convolutional stem such as a ResNet before the transformer, e.g. vit_*_r*_*) are not "
+                "explained, since their patch grid and input channels are not those of a patch embedding; use a "
+                "plain ViT checkpoint."
             )
         if getattr(self.model, "features_only", False):
             raise TypeError(f"{wrapper} was built with `features_only=True`: it has no pooled feature to explain.")
@@ -266,7 +276,7 @@ class _TimmAdapter(FamilyAdapter):
         skipped = 0 if getattr(timm_model, "pool_include_prefix", True) else self.num_prefix_tokens
         with torch.no_grad():
             probabilities, values = attention_pool_probabilities(pool, tokens[:, skipped:])
-            context = attention_pool_context(probabilities, values)
+            context = pooling_head_context(probabilities, values)
         context.requires_grad_(True)
         output = timm_model.head(timm_model.fc_norm(attention_pool_output(pool, context)))
         values = F.pad(values, (0, 0, skipped, 0))  # prefix keys the head does not read: zero relevance, dropped
@@ -290,13 +300,6 @@ def attention_pool_probabilities(pool: nn.Module, tokens: torch.Tensor) -> tuple
     query, key = pool.q_norm(query), pool.k_norm(key)
     logits = (query * pool.scale) @ key.transpose(-2, -1)
     return logits.softmax(dim=-1), values
-
-
-def attention_pool_context(probabilities: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """probabilities [batch, heads, latents, keys] @ values [batch, keys, hidden] -> [batch, latents, hidden]."""
-    batch, heads, latents, keys = probabilities.shape
-    per_head = values.view(batch, keys, heads, -1).transpose(1, 2)
-    return (probabilities @ per_head).transpose(1, 2).reshape(batch, latents, -1)
 
 
 def attention_pool_output(pool: nn.Module, context: torch.Tensor) -> torch.Tensor:
