@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import BACKBONE_NOTES, BACKBONE_SCORE, BackboneAdapter
+from .backbones import BACKBONE_NOTES, BACKBONE_SCORE, OptionalHeadBackboneAdapter
 from .base import (
     FEATURE_EXTRACTION,
     ZERO_SHOT,
@@ -227,7 +227,7 @@ class Aimv2Adapter(_Aimv2Vision, DualEncoderAdapter):
 
 
 @register
-class Aimv2VisionAdapter(_Aimv2Vision, BackboneAdapter):
+class Aimv2VisionAdapter(_Aimv2Vision, OptionalHeadBackboneAdapter):
     """`Aimv2VisionModel`, with its attention-pooling head (explained through the head's attention, as
     `Aimv2Adapter`) or without (`use_head=False`: `rms_norm` of the mean token)."""
 
@@ -253,26 +253,6 @@ class Aimv2VisionAdapter(_Aimv2Vision, BackboneAdapter):
     @property
     def vision_tower(self) -> nn.Module:
         return self.model
-
-    @property
-    def has_head(self) -> bool:
-        return getattr(self.model, "head", None) is not None
-
-    @property
-    def explains_pooling_head(self) -> bool:  # per model: AIMv2 towers come with or without the head
-        return self.has_head
-
-    def readout_is_token_mean(self, score: str) -> bool:
-        return score == "legrad" and not self.has_head
-
-    def pooled_output(self, output) -> torch.Tensor:
-        """The head's output, or without a head the mean of the normalized output tokens."""
-        return output.pooler_output if self.has_head else output.last_hidden_state.mean(dim=1)
-
-    def layer_features(self, tokens: torch.Tensor, pixels: PixelInputs, score: str) -> torch.Tensor:
-        if score == "model":  # the model's own pooling without a head: the mean of the normalized tokens
-            return F.normalize(self.norm(tokens).mean(dim=1).float(), dim=-1)
-        return F.normalize(self.norm(tokens.mean(dim=1)).float(), dim=-1)
 
     def pooling_head_attention(
         self, tokens: torch.Tensor, pixels: PixelInputs, score: str

@@ -122,8 +122,36 @@ class CLIPVisionAdapter(BackboneAdapter):
         return output.pooler_output
 
 
+class OptionalHeadBackboneAdapter(BackboneAdapter):
+    """A vision tower that comes with an attention-pooling head `model.head` or without one (SigLIP's, AIMv2's).
+
+    With the head, LeGrad differentiates the head's attention (`pooling_head_attention`, the family's own) and the
+    model's pooling is the head's output; without it, each block's self-attention through `final_norm` of the mean
+    token, and the model's pooling is the mean of its normalized output tokens (it has none of its own).
+    """
+
+    @property
+    def has_head(self) -> bool:
+        return getattr(self.model, "head", None) is not None
+
+    @property
+    def explains_pooling_head(self) -> bool:  # per model: such towers come with or without the head
+        return self.has_head
+
+    def readout_is_token_mean(self, score: str) -> bool:
+        return score == "legrad" and not self.has_head
+
+    def pooled_output(self, output) -> torch.Tensor:
+        return output.pooler_output if self.has_head else output.last_hidden_state.mean(dim=1)
+
+    def layer_features(self, tokens: torch.Tensor, pixels: PixelInputs, score: str) -> torch.Tensor:
+        if score == "model":  # the model's own pooling without a head: the mean of the normalized tokens
+            return F.normalize(self.norm(tokens).mean(dim=1).float(), dim=-1)
+        return F.normalize(self.norm(tokens.mean(dim=1)).float(), dim=-1)
+
+
 @register
-class SiglipVisionAdapter(BackboneAdapter):
+class SiglipVisionAdapter(OptionalHeadBackboneAdapter):
     """`SiglipVisionModel`, with its attention-pooling head (explained through the head's attention, as
     `SiglipAdapter`) or without (`vision_use_head=False`: `post_layernorm` of the mean token)."""
 
@@ -142,25 +170,6 @@ class SiglipVisionAdapter(BackboneAdapter):
         ),
     )
     final_norm = "post_layernorm"
-
-    @property
-    def has_head(self) -> bool:
-        return getattr(self.model, "head", None) is not None
-
-    @property
-    def explains_pooling_head(self) -> bool:  # per model: SigLIP towers come with or without the head
-        return self.has_head
-
-    def readout_is_token_mean(self, score: str) -> bool:
-        return score == "legrad" and not self.has_head
-
-    def pooled_output(self, output) -> torch.Tensor:
-        return output.pooler_output if self.has_head else output.last_hidden_state.mean(dim=1)
-
-    def layer_features(self, tokens: torch.Tensor, pixels: PixelInputs, score: str) -> torch.Tensor:
-        if score == "model":  # the model's own pooling without a head: the mean of the normalized tokens
-            return F.normalize(self.norm(tokens).mean(dim=1).float(), dim=-1)
-        return F.normalize(self.norm(tokens.mean(dim=1)).float(), dim=-1)
 
     def pooling_head_attention(
         self, tokens: torch.Tensor, pixels: PixelInputs, score: str
