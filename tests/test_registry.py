@@ -266,6 +266,18 @@ def test_an_adapter_must_declare_a_spec_and_write_its_readout():
 
     with pytest.raises(TypeError, match="derive it from DualEncoderAdapter"):
         registry.register(WrongKind)
+
+    class AudioWithoutAudioInputs(TinyViTAdapter):
+        spec = FamilySpec(**{**TinyViTAdapter.spec.__dict__, "base_task": "audio-classification"})
+
+    with pytest.raises(TypeError, match="derive it from adapters.audio.AudioClassifierAdapter"):
+        registry.register(AudioWithoutAudioInputs)
+
+    class DetectorThatIsNot(TinyViTAdapter):
+        spec = FamilySpec(**{**TinyViTAdapter.spec.__dict__, "base_task": "zero-shot-object-detection"})
+
+    with pytest.raises(TypeError, match="`is_detector` \\(False\\) disagree"):
+        registry.register(DetectorThatIsNot)
     with pytest.raises(TypeError, match="FamilyAdapter subclass"):
         registry.register(TinyViTClassifier)
     assert registry.registered_adapters() == transformers_legrad.adapters.ADAPTERS
@@ -357,3 +369,10 @@ def test_a_checkpoint_of_another_class_is_refused_when_declared():
         FamilySpec(
             **{**TinyViTAdapter.spec.__dict__, "checkpoints": (HubCheckpoint("me/x", "mit", 48, 8, model_class="Bar"),)}
         )
+
+
+def test_a_grid_of_more_than_three_token_axes_is_a_clear_error():
+    from transformers_legrad import maps
+
+    with pytest.raises(ValueError, match="grids of 4 token axes cannot be upsampled"):
+        maps.heatmaps_from_grids(torch.zeros(1, 1, 2, 2, 2, 2), [(2, 2, 2, 2)], [(4, 4, 4, 4)])

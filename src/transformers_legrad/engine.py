@@ -362,11 +362,9 @@ def _prompt_chunk_relevance(
 
 
 def _relevance_as_tokens(adapter: FamilyAdapter, relevance: torch.Tensor, pixels: PixelInputs) -> torch.Tensor:
-    """[batch, prompts, tokens] from the reduction's [sequences, prompts, keys]: the adapter's layout, if it has one
-    (`FamilyAdapter.attention_relevance_to_tokens`; a trunk without it, such as a text tower, has one sequence per
-    input)."""
-    to_tokens = getattr(adapter, "attention_relevance_to_tokens", None)
-    return relevance if to_tokens is None else to_tokens(relevance, pixels)
+    """[batch, prompts, tokens] from the reduction's [sequences, prompts, keys], as the adapter lays it out
+    (`FamilyAdapter.attention_relevance_to_tokens`: the identity where each input is one sequence)."""
+    return adapter.attention_relevance_to_tokens(relevance, pixels)
 
 
 def layer_relevance(
@@ -401,7 +399,7 @@ def layer_relevance(
     per_layer = []
     scale = HALF_PRECISION_GRADIENT_SCALE if adapter.input_dtype == torch.float16 else 1.0
     num_prompts = directions.shape[1]
-    reads_prompts = getattr(adapter, "reads_prompts", False)  # a trunk without it (a text tower) reads none
+    reads_prompts = adapter.reads_prompts
     for index in layers:
         state = capture.block_states.pop(index)
         with torch.enable_grad():
@@ -420,6 +418,8 @@ def layer_relevance(
                 cotangents = chunk_directions.to(device=readout.device, dtype=readout.dtype).transpose(0, 1)
                 edges = None if attention_edges is None else attention_edges.to(readout.device)
                 chunks.append(_prompt_chunk_relevance(readout, handle, cotangents, scale, edges))
+                if reads_prompts:
+                    readout = None  # this chunk's readout graph is freed before the next chunk's is built
             relevance = torch.cat(chunks, dim=1)
         del readout, state, handle, readout_of  # the block's local graph is freed before the next block's
         per_layer.append(_relevance_as_tokens(adapter, relevance, pixels).to(directions.device))

@@ -30,7 +30,13 @@ def grid_rank(grid_shapes: Sequence[Shape]) -> int:
     ranks = {len(shape) for shape in grid_shapes}
     if len(ranks) != 1:
         raise ValueError(f"the grids of one batch must have one rank, got shapes {list(grid_shapes)}.")
-    return ranks.pop()
+    rank = ranks.pop()
+    if rank not in UPSAMPLING_MODES:
+        raise ValueError(
+            f"grids of {rank} token axes cannot be upsampled (1 to 3 axes: a sequence, an image's or a spectrogram's "
+            f"(h, w), a video's (t, h, w)); got shapes {list(grid_shapes)}."
+        )
+    return rank
 
 
 def _max_shape(shapes: Sequence[Shape]) -> Shape:

@@ -43,9 +43,10 @@ class _TrunkSpec:
 class TextTrunk:
     """The text tower of a dual encoder, seen by the engine as a trunk.
 
-    The engine asks a trunk for `blocks`, `attention_projections`, `image_features` (its forward) and
-    `layer_features` (its per-layer readout); here those are the text layers, the text tower's forward with the
-    model's own (normalized) text embedding, and the adapter's `text_readout` of a layer's output.
+    The engine asks a trunk what it asks a `FamilyAdapter`: `blocks`, `attention_projections`, `attention_values`,
+    `image_features` (its forward), `layer_features` (its per-layer readout), `reads_prompts` and
+    `attention_relevance_to_tokens`; here those are the text layers and their V/O projections, the text tower's
+    forward with the model's own (normalized) text embedding, and the adapter's `text_readout` of a layer's output.
     """
 
     explains_pooling_head = False
@@ -75,8 +76,13 @@ class TextTrunk:
     def attention_projections(self, block: nn.Module) -> tuple[nn.Module, nn.Module, int]:
         return block.get_submodule(self.layout.value), block.get_submodule(self.layout.output), self.num_heads
 
+    reads_prompts = False  # the readout is the text tower's own pooling; the images are the directions
+
     def attention_values(self, block: nn.Module, projected: torch.Tensor) -> torch.Tensor:
         return projected  # the text towers explained here have separate V projections and one K/V head per head
+
+    def attention_relevance_to_tokens(self, relevance: torch.Tensor, text: TextInputs) -> torch.Tensor:
+        return relevance  # one sequence per prompt
 
     def readout_is_token_mean(self, score: str) -> bool:
         return False

@@ -357,9 +357,10 @@ class FamilyAdapter:
         # Options are the family's own (`LeGradExplainer(model, processor, **options)`); a subclass that takes some
         # consumes them in its `__init__`, so any left here are unknown.
         if options:
+            known = ", ".join(self.option_names()) or "none"
             raise TypeError(
                 f"{type(self).__name__} takes no option {', '.join(map(repr, sorted(options)))}; the explainer "
-                f"passes its extra keywords to the adapter of {type(model).__name__}, which has none by that name."
+                f"passes its extra keywords to the adapter of {type(model).__name__}, whose options are: {known}."
             )
         self.model = model
         self.check_structure()
@@ -468,8 +469,8 @@ class FamilyAdapter:
         A family whose attention shares K/V heads between query heads (grouped-query attention) overrides this to
         repeat each K/V head for the query heads that read it, so that V has one head per query head.
         """
-        if self.spec.fused_qkv:
-            return projected[..., 2 * (projected.shape[-1] // 3) :]
+        if self.spec.fused_qkv:  # a copy: a view would keep Q and K alive with the recorded tail
+            return projected[..., 2 * (projected.shape[-1] // 3) :].contiguous()
         return projected
 
     def attention_relevance_to_tokens(self, relevance: torch.Tensor, pixels: PixelInputs) -> torch.Tensor:
@@ -537,6 +538,14 @@ class FamilyAdapter:
             model_kwargs["interpolate_pos_encoding"] = True
         grid = (height // patch, width // patch)
         return PixelInputs(model_kwargs, [grid] * batch, [(height, width)] * batch)
+
+    def prepare_audio(self, audio, sampling_rate: int | None, feature_extractor) -> PixelInputs:
+        """Audio families (`adapters.audio.AudioClassifierAdapter`): waveforms through the feature extractor."""
+        raise TypeError(f"{type(self.model).__name__} takes {self.spec.modality} inputs, not audio.")
+
+    def prepare_input_values(self, input_values: torch.Tensor, **timing) -> PixelInputs:
+        """Audio families: model-ready spectrograms [batch, time frames, mel bins]."""
+        raise TypeError(f"{type(self.model).__name__} takes {self.spec.modality} inputs, not spectrograms.")
 
     @property
     def native_image_size(self) -> tuple[int, int] | None:

@@ -183,6 +183,16 @@ def _check_adapter(adapter) -> None:
             f"({adapter.is_backbone}) disagree; derive backbones from backbones.BackboneAdapter with base task "
             f"{FEATURE_EXTRACTION!r}."
         )
+    if adapter.is_detector != spec.is_detector:
+        raise TypeError(
+            f"{adapter.__name__}: its spec's base task {spec.base_task!r} and its `is_detector` "
+            f"({adapter.is_detector}) disagree; a detector's adapter sets `is_detector = True` (see adapters/owl.py)."
+        )
+    if spec.modality == "audio" and adapter.prepare_audio is FamilyAdapter.prepare_audio:
+        raise TypeError(
+            f"{adapter.__name__}: an audio family's adapter reads waveforms and spectrograms; derive it from "
+            "adapters.audio.AudioClassifierAdapter (its `prepare_audio` and `prepare_input_values`)."
+        )
     if missing:
         raise TypeError(
             f"{adapter.__name__} does not write its readout: {', '.join(missing)} must be defined (see "

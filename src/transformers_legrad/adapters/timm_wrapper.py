@@ -200,8 +200,8 @@ class _TimmAdapter(FamilyAdapter):
         if self._v_from_attention_input(attention):
             width = attention.qkv.weight.shape[0] // 3
             return F.linear(projected, attention.qkv.weight[2 * width :], attention.v_bias)
-        if getattr(attention, "qkv", None) is not None:
-            return projected[..., 2 * (projected.shape[-1] // 3) :]
+        if getattr(attention, "qkv", None) is not None:  # fused: the last third (timm has no fused GQA), copied
+            return projected[..., 2 * (projected.shape[-1] // 3) :].contiguous()
         groups = int(getattr(attention, "num_kv_groups", 1))
         if groups == 1:
             return projected
