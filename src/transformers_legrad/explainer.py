@@ -53,21 +53,23 @@ class LeGradOutput:
     """The maps and scores of one `LeGradExplainer.explain` call.
 
     Attributes:
-        heatmaps: float32 [batch, prompts, height, width] in [0, 1] at the processed image size (videos:
-            [batch, prompts, frames, height, width], upsampled along the frames too).
+        heatmaps: float32 [batch, prompts, height, width] in [0, 1] at the processed image size; videos: [batch,
+            prompts, frames, height, width], upsampled along the frames too (trilinear); audio: [batch, prompts, mel
+            bins, time frames], interpolated between the patch centres (`PixelInputs.patch_geometry`).
         grid_maps: float32 [batch, prompts, h, w], the raw summed layer maps on the patch grid (after the SigLIP
             correction, before any normalization or upsampling); videos: [batch, prompts, t, h, w] on the tubelet
-            grid.
-        layer_maps: float32 [batch, prompts, layers, h, w] per explained layer when `return_layer_maps=True`
-            (videos: [batch, prompts, layers, t, h, w]).
+            grid; audio: [batch, prompts, frequency patches, time patches].
+        layer_maps: float32 [batch, prompts, layers, *grid] per explained layer when `return_layer_maps=True`.
         labels: the prompts, or the class names of the targets; a list of `prompts` strings, or one such list per
             image when a classifier's default (top-1) targets differ between images.
-        scores: float32 [batch, prompts], the model's own final score: `logits_per_image` of CLIP/SigLIP (the
-            cosine similarity for `CLIPVisionModelWithProjection`), the class logit of a classifier, a backbone's
-            cosine between its normalized pooled embedding and the direction.
+        scores: float32 [batch, prompts], the model's own final score: `logits_per_image` of a dual encoder (the
+            cosine for `CLIPVisionModelWithProjection` and BLIP's `use_itm_head=False`; AIMv2's from its causal text
+            tower, see its card), BLIP's match logit (`use_itm_head=True`), the class logit of a classifier, a
+            backbone's cosine between its normalized pooled embedding and the direction, a detector's box logit.
         probabilities: float32 [batch, prompts], the scores as the models' own pipelines report them: softmax
-            over the prompts (CLIP), sigmoid (SigLIP), softmax over all classes (classifiers); for backbones the
-            cosine itself (directions do not compete: no softmax over them).
+            over the prompts (CLIP), sigmoid (SigLIP), BLIP's match probability (its two-way softmax, each prompt on
+            its own), softmax over all classes (classifiers), a detector's sigmoid; for backbones the cosine itself
+            (directions do not compete: no softmax over them).
         explained_layers: the explained block indices, ascending.
         grid_shapes: the token grid of each input: (h, w) patches of an image, (t, h, w) tubelets of a video,
             (frequency patches, time patches) of audio (AST); inputs smaller than the padded tensors (SigLIP 2) have
@@ -76,7 +78,8 @@ class LeGradOutput:
             (height, width) pixels of an image, (frames, height, width) of a video, (mel bins, time frames) of audio,
             `heatmaps` being [batch, targets, mel bins, time frames] with the lowest mel bin in row 0 (the transpose
             of the model's `input_values` [batch, time frames, mel bins]).
-        target_ids: classifiers only: long [batch, prompts], the explained class of each map.
+        target_ids: classifiers: long [batch, prompts], the explained class of each map; detectors: the query of
+            each map.
         text_relevance: with `text_relevance=True`: float32 [batch, prompts, tokens], the raw LeGrad relevance of
             each prompt token for each image (summed over the explained text blocks; zero where the tokenizer's
             attention mask marks padding).

@@ -623,8 +623,9 @@ class FamilyAdapter:
     @property
     def reads_prompts(self) -> bool:
         """Whether the readout reads the tokenized prompts itself, with the image tokens (BLIP's image-text matching
-        head cross-attends them), instead of comparing one image embedding with text embeddings. The explainer then
-        tokenizes the prompts into `PixelInputs.prompts` and takes their directions from `prompt_directions`."""
+        head cross-attends them), instead of comparing one image embedding with text embeddings. For a dual encoder the
+        explainer then tokenizes the prompts into `PixelInputs.prompts` and takes their directions from
+        `prompt_directions` (detectors read their queries' embeddings from `PixelInputs.queries` instead)."""
         return False
 
     def prompt_directions(self, num_prompts: int) -> torch.Tensor:
