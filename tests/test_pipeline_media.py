@@ -180,6 +180,30 @@ def test_vivit_through_the_pipeline(tmp_path):
     torch.testing.assert_close(result["map"], expected, rtol=0, atol=ATOL)
 
 
+def test_the_pipeline_reads_a_list_as_the_explainer_does(video_pipe, videomae, tmp_path):
+    """Still image paths are one clip's frames, GIF paths are clips: the rule of `videos.is_one_clip` in both."""
+    explainer = LeGradExplainer(videomae.model, videomae.processor)
+    stills, gifs = [], []
+    for index, frame in enumerate(square_clip(7)):
+        stills.append(str(tmp_path / f"f{index}.png"))
+        frame.save(stills[-1])
+    for index in range(2):
+        clip = square_clip(8 + index)
+        gifs.append(str(tmp_path / f"c{index}.gif"))
+        clip[0].save(gifs[-1], save_all=True, append_images=clip[1:], duration=100, loop=0)
+    one = video_pipe(stills, top_k=1, return_tensors=True)
+    assert isinstance(one[0], dict)
+    expected = explainer.explain(videos=stills, top_k=1)
+    torch.testing.assert_close(one[0]["map"], expected.heatmaps[0, 0], atol=ATOL, rtol=0)
+    several = video_pipe(gifs, top_k=1, return_tensors=True)
+    assert len(several) == 2 and all(isinstance(results, list) for results in several)
+    expected = explainer.explain(videos=gifs, top_k=1)
+    for index, results in enumerate(several):
+        torch.testing.assert_close(results[0]["map"], expected.heatmaps[index, 0], atol=ATOL, rtol=0)
+    with pytest.raises(TypeError, match="not a mix"):
+        video_pipe([gifs[0], *stills[:3]])
+
+
 def test_video_errors(video_pipe, tmp_path):
     frames = square_clip(6)
     with pytest.raises(ValueError, match="is a video classifier: use top_k"):

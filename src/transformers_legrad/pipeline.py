@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
-from PIL import Image
 from transformers import Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
@@ -45,7 +44,7 @@ from . import detection, geometry, media, visualize, visualize_media
 from . import images as images_module
 from .adapters import registry
 from .explainer import LeGradExplainer
-from .videos import as_videos
+from .videos import as_videos, is_one_clip
 
 TASK = "legrad-explanation"
 DEFAULT_MODEL = ("openai/clip-vit-base-patch16", "main")
@@ -203,7 +202,7 @@ class LeGradExplanationPipeline(Pipeline):
             images = list(images)
         if isinstance(images, list) and not images:
             return []  # the base class would index the first item
-        if self.modality == "video" and _is_one_clip(images):
+        if self.modality == "video" and is_one_clip(images):
             return super().__call__([images], **kwargs)[0]  # a list of frames is one clip, not a batch of videos
         return super().__call__(images, **kwargs)
 
@@ -521,14 +520,6 @@ class LeGradExplanationPipeline(Pipeline):
 
 def _sorted(entries: list[dict]) -> list[dict]:
     return sorted(entries, key=lambda entry: entry["score"], reverse=True)
-
-
-def _is_one_clip(inputs) -> bool:
-    """Whether a list given to a video pipeline is one clip's frames (images or [H, W, C] arrays), not clips."""
-    return isinstance(inputs, list) and all(
-        isinstance(item, Image.Image) or (isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim == 3)
-        for item in inputs
-    )
 
 
 def _frame_indices(total: int, num_frames: int, frame_sampling_rate: int | None) -> np.ndarray:
