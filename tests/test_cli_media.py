@@ -110,6 +110,22 @@ def test_an_unreadable_clip_is_reported_and_skipped(ast, wav_files, tmp_path, ca
     assert len(json.loads((tmp_path / "out" / "results.json").read_text())) == 1
 
 
+def test_a_clip_shorter_than_the_model_takes_is_reported_and_skipped(videomae, clips, tmp_path, capsys):
+    folder, gif = clips
+    short = tmp_path / "short.gif"
+    frames = random_clip(2, NUM_FRAMES - 1, (FRAME_SIZE, FRAME_SIZE))
+    frames[0].save(short, save_all=True, append_images=frames[1:], duration=100)
+    out = tmp_path / "out"
+    code, stdout, stderr = run(
+        ["explain", folder, short, gif, "--video", "--model", videomae.path, "--out", out], capsys
+    )
+    assert code == 1, stderr
+    assert f"short.gif: {NUM_FRAMES - 1} frame(s), but VideoMAEForVideoClassification takes {NUM_FRAMES}" in stderr
+    assert "wrote maps for 2 video clip(s)" in stdout and "1 failed" in stdout
+    records = json.loads((out / "results.json").read_text())
+    assert [record["video"] for record in records] == [str(folder), str(gif)]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

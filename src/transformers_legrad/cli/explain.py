@@ -226,31 +226,34 @@ def run(args: argparse.Namespace) -> int:
 def _explain_in_batches(args, pipe, call: dict, paths: list[Path], *, read, read_errors, write, unit: str):
     """Read, explain (`--batch-size` inputs per pipeline call) and write each input; results.json at the end.
 
-    An input that `read` cannot read (one of `read_errors`) is reported and skipped. Returns (records, failures).
+    An input that `read` cannot read (one of `read_errors`) is reported and skipped. results.json is written also
+    when a batch stops the run (a `UserError`), with the inputs written before it. Returns (records, failures).
     """
     from huggingface_hub.utils import tqdm
 
     records, failures, used_stems = [], 0, set()
-    with tqdm(total=len(paths), desc="explaining", unit=unit, disable=len(paths) < 2) as progress:
-        for start in range(0, len(paths), args.batch_size):
-            batch = []
-            for path in paths[start : start + args.batch_size]:
+    try:
+        with tqdm(total=len(paths), desc="explaining", unit=unit, disable=len(paths) < 2) as progress:
+            for start in range(0, len(paths), args.batch_size):
+                batch = []
+                for path in paths[start : start + args.batch_size]:
+                    try:
+                        batch.append((path, read(path)))
+                    except read_errors as error:
+                        print(f"error: {error}", file=sys.stderr)
+                        failures += 1
+                        progress.update(1)
+                if not batch:
+                    continue
                 try:
-                    batch.append((path, read(path)))
-                except read_errors as error:
-                    print(f"error: {error}", file=sys.stderr)
-                    failures += 1
+                    results = pipe([item for _, item in batch], batch_size=len(batch), **call)
+                except (ValueError, TypeError) as error:
+                    raise UserError(str(error)) from error
+                for (path, item), entries in zip(batch, results, strict=True):
+                    records.extend(write(_unique_stem(path, used_stems), path, item, entries))
                     progress.update(1)
-            if not batch:
-                continue
-            try:
-                results = pipe([item for _, item in batch], batch_size=len(batch), **call)
-            except (ValueError, TypeError) as error:
-                raise UserError(str(error)) from error
-            for (path, item), entries in zip(batch, results, strict=True):
-                records.extend(write(_unique_stem(path, used_stems), path, item, entries))
-                progress.update(1)
-    (args.out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
+    finally:
+        (args.out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
     return records, failures
 
 
@@ -334,10 +337,18 @@ def _iter_clip_paths(inputs: Sequence[str], modality: str) -> Iterator[Path]:
 
 
 def _read_video(path: Path, pipe) -> list:
-    """A clip's frames (`media.load_video`: a folder of frames or an animated image)."""
-    from ..media import load_video
+    """A clip's frames (`media.load_video`: a folder of frames or an animated image), at least the model's
+    `config.num_frames` of them (the pipeline samples that many); a `VideoReadError` otherwise."""
+    from ..media import VideoReadError, load_video
 
-    return load_video(path)
+    frames = load_video(path)
+    needed = int(pipe.model.config.num_frames)
+    if len(frames) < needed:
+        raise VideoReadError(
+            f"{path}: {len(frames)} frame(s), but {type(pipe.model).__name__} takes {needed} per clip "
+            "(`config.num_frames`); give a clip with at least that many frames"
+        )
+    return frames
 
 
 def _read_audio(path: Path, pipe) -> dict:
