@@ -98,6 +98,7 @@ def test_explain_audio_files_writes_figures_and_relevance_over_time(ast, wav_fil
         assert record["label"] == entry["label"] and record["score"] == pytest.approx(entry["score"], abs=1e-6)
         np.testing.assert_allclose(record["relevance_over_time"], entry["relevance_over_time"], atol=1e-5)
         assert record["times"] == entry["times"] and len(record["times"]) == len(record["relevance_over_time"])
+        assert len(record["times"]) == 80  # the clip's own frames, not the feature extractor's padding
         figure = Image.open(out / record["figure"])
         assert figure.format == "PNG" and figure.size == entry["overlay"].size
 

@@ -16,9 +16,9 @@ from transformers import pipeline
 from transformers.pipelines.pt_utils import KeyDataset
 
 import transformers_legrad  # noqa: F401  (registers the task)
-from transformers_legrad import LeGradExplainer, media
+from transformers_legrad import LeGradExplainer, media, visualize_media
 
-from tiny_audio import SAMPLING_RATE, make_ast, samples_for_frames, tone_burst
+from tiny_audio import FRAMES, SAMPLING_RATE, make_ast, samples_for_frames, tone_burst
 from tiny_video import FRAME_SIZE, NUM_FRAMES, make_videomae, make_vivit, random_clip
 
 ATOL = 1e-5
@@ -227,12 +227,24 @@ def test_audio_results_are_the_explainers_maps_and_curves(audio_pipe, ast):
     assert scores == sorted(scores, reverse=True)
     torch.testing.assert_close(torch.tensor(scores), out.probabilities[0])
     curves = out.relevance_over_time()
+    frames = out.clip_frames[0]  # the clip's own frames; the extractor pads it to the model's FRAMES
+    assert frames == 60 < FRAMES
     for k, entry in enumerate(results):
         assert set(entry) == {"label", "score", "overlay", "relevance_over_time", "times", "map"}
-        torch.testing.assert_close(entry["map"], out.heatmaps[0, k], rtol=0, atol=ATOL)
-        np.testing.assert_allclose(entry["relevance_over_time"], curves[0, k].numpy(), atol=ATOL)
-        np.testing.assert_allclose(entry["times"], out.frame_times.numpy(), atol=1e-7)
+        torch.testing.assert_close(entry["map"], out.heatmaps[0, k, :, :frames], rtol=0, atol=ATOL)
+        np.testing.assert_allclose(entry["relevance_over_time"], curves[0, k, :frames].numpy(), atol=ATOL)
+        np.testing.assert_allclose(entry["times"], out.frame_times[:frames].numpy(), atol=1e-7)
         assert isinstance(entry["relevance_over_time"][0], float) and entry["overlay"].mode == "RGB"
+    spectrogram = ast.processor(wave, sampling_rate=SAMPLING_RATE, return_tensors="pt")["input_values"][0, :frames].T
+    figure = visualize_media.spectrogram_figure(
+        spectrogram,
+        results[0]["map"],
+        relevance_over_time=torch.tensor(results[0]["relevance_over_time"]),
+        label=results[0]["label"],
+        score=results[0]["score"],
+        seconds_per_frame=0.01,
+    )
+    assert np.array_equal(np.asarray(results[0]["overlay"]), np.asarray(figure))  # the padding is not drawn
     assert entry["times"][1] - entry["times"][0] == pytest.approx(0.01)
     least_likely_first = out.labels_for(0)[::-1]
     assert [entry["label"] for entry in audio_pipe(wave, targets=least_likely_first)] == out.labels_for(0)
@@ -255,7 +267,7 @@ def test_every_audio_form_gives_the_maps_of_its_waveform(audio_pipe, ast, tmp_pa
     resampled, _ = media.load_audio(slow, sampling_rate=8000, target_rate=SAMPLING_RATE)
     out = LeGradExplainer(ast.model, ast.processor).explain(audio=resampled, sampling_rate=SAMPLING_RATE)
     result = audio_pipe({"raw": slow, "sampling_rate": 8000}, return_tensors=True)[0]
-    torch.testing.assert_close(result["map"], out.heatmaps[0, 0], rtol=0, atol=ATOL)
+    torch.testing.assert_close(result["map"], out.heatmaps[0, 0, :, : out.clip_frames[0]], rtol=0, atol=ATOL)
 
 
 def test_audio_batches_and_streams_give_the_maps_of_single_clips(audio_pipe, monkeypatch, tmp_path):

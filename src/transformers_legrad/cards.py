@@ -454,7 +454,8 @@ def _media_result_description(entry: CardModel) -> str:
             "spectrogram with the map over it and the relevance-over-time curve under it, PIL RGB; "
             "`relevance_over_time`: the map's mean over mel bins at each spectrogram frame; `times`: each frame's "
             'time in seconds), sorted by score, highest first; `return_tensors=True` adds `"map"`, a float32 [mel '
-            "bins, time frames] array in [0, 1]. The clip is an audio file, a 1-D waveform at the feature "
+            "bins, time frames] array in [0, 1]. All of them cover the clip's own frames, not the feature "
+            "extractor's padding after them. The clip is an audio file, a 1-D waveform at the feature "
             'extractor\'s rate or `{"raw": waveform, "sampling_rate": rate}` (resampled), as transformers\' '
             "`audio-classification` pipeline takes it."
         )

@@ -93,7 +93,9 @@ class LeGradExplanationPipeline(Pipeline):
     (`visualize_media.video_strip`)}` and with `return_tensors` "map" [frames, height, width]; audio models
     `{"label", "score", "overlay" (`visualize_media.spectrogram_figure`), "relevance_over_time" (a float per
     spectrogram frame), "times" (each frame's time in seconds)}` and with `return_tensors` "map" [mel bins, time
-    frames].
+    frames], all over the frames that hold the clip's audio (`LeGradOutput.clip_frames`): the feature extractor
+    pads every clip to the model's length (AST: 1024 frames, 10.24 s), and the model sees that padding, but the
+    results leave it out (the map keeps its values, normalized over the whole input).
     """
 
     _load_processor = False
@@ -452,8 +454,13 @@ class LeGradExplanationPipeline(Pipeline):
         }
         if self.modality == "audio":
             times = output.frame_times.expand(batch, -1)
+            total = times.shape[-1]
+            clip_frames = output.clip_frames or [total] * batch  # waveforms: each clip's frames before the padding
             model_outputs.update(
-                relevance=output.relevance_over_time(), times=times, spectrogram=model_inputs["spectrogram"]
+                relevance=output.relevance_over_time(),
+                times=times,
+                spectrogram=model_inputs["spectrogram"],
+                clip_frames=torch.tensor(clip_frames),
             )
         return model_outputs
 
@@ -487,13 +494,15 @@ class LeGradExplanationPipeline(Pipeline):
         return entries
 
     def _postprocess_audio(self, model_outputs, alpha: float, colormap: str, return_tensors) -> list[dict]:
-        """One clip's results: per target the spectrogram figure and the relevance at each frame's time."""
-        spectrogram = model_outputs["spectrogram"][0].T  # [mel bins, time frames], lowest bin first
-        times = model_outputs["times"][0]
+        """One clip's results: per target the spectrogram figure and the relevance at each frame's time, over the
+        frames that hold the clip's audio (the feature extractor's padding after them is left out)."""
+        frames = int(model_outputs["clip_frames"][0])
+        spectrogram = model_outputs["spectrogram"][0, :frames].T  # [mel bins, clip frames], lowest bin first
+        times = model_outputs["times"][0, :frames]
         seconds_per_frame = float(times[1] - times[0]) if len(times) > 1 else None
         entries = []
         for k, label in enumerate(model_outputs["labels"]):
-            heatmap, curve = model_outputs["heatmaps"][0, k], model_outputs["relevance"][0, k]
+            heatmap, curve = model_outputs["heatmaps"][0, k, :, :frames], model_outputs["relevance"][0, k, :frames]
             score = float(model_outputs["probabilities"][0, k])
             figure = visualize_media.spectrogram_figure(
                 spectrogram,
