@@ -207,6 +207,45 @@ def test_pipeline_returns_zero_shot_object_detection_results_with_maps(name):
             assert entry["heatmap"].size == entry["overlay"].size == image.size
 
 
+def test_pipeline_labels_are_the_candidate_labels_not_the_prompts():
+    """As `zero-shot-object-detection`: "label" is the candidate label, whatever `hypothesis_template` made of it."""
+    image = pictures("owlvit", 1)[0]
+    labels = ["red circle", "cat"]
+    ours = pipeline("legrad-explanation", model=tiny("owlvit").path)
+    results = ours(image, candidate_labels=labels, hypothesis_template="a photo of a {}", threshold=0.0, top_k=4)
+    out = LeGradExplainer(tiny("owlvit").model, tiny("owlvit").processor).explain(
+        images=image, text=[f"a photo of a {label}" for label in labels], threshold=0.0, top_k=4
+    )
+    assert [entry["label"] for entry in results] == [labels[q] for q in out.target_ids[0].tolist()]
+    assert [entry["score"] for entry in results] == pytest.approx(out.probabilities[0].tolist(), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_top_k_explains_only_the_k_highest_pairs(name, monkeypatch):
+    images = pictures(name)
+    explainer = LeGradExplainer(tiny(name).model, tiny(name).processor)
+    every = explainer.explain(images=images, text=QUERIES[:2], threshold=0.0)
+    best = explainer.explain(images=images, text=QUERIES[:2], threshold=0.0, top_k=3)
+    assert every.heatmaps.shape[1] > 3 and best.heatmaps.shape[1] == 3
+    torch.testing.assert_close(best.box_indices, every.box_indices[:, :3], rtol=0, atol=0)
+    torch.testing.assert_close(best.target_ids, every.target_ids[:, :3], rtol=0, atol=0)
+    torch.testing.assert_close(best.grid_maps, every.grid_maps[:, :3])
+    pipe = pipeline("legrad-explanation", model=tiny(name).path)
+    explained = []
+    original = pipe.explainer.explain
+
+    def counting(*args, **kwargs):
+        output = original(*args, **kwargs)
+        explained.append(output.heatmaps.shape[1])
+        return output
+
+    monkeypatch.setattr(pipe.explainer, "explain", counting)
+    assert len(pipe(images[0], candidate_labels=QUERIES[:2], threshold=0.0, top_k=2)) == 2
+    assert explained == [2]
+    with pytest.raises(ValueError, match="pass `threshold` too"):
+        explainer.explain(images=images, text=QUERIES[:2], top_k=2)
+
+
 def test_pipeline_boxes_on_the_bright_square_in_original_coordinates():
     detector = make_bright_object_detector()
     scene = bright_scene((2, 3)).resize((96, 72))  # the processor squashes it back to 48 x 48

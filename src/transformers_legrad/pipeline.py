@@ -81,7 +81,7 @@ class LeGradExplanationPipeline(Pipeline):
         `pipeline("legrad-explanation", model=..., use_itm_head=False)` (BLIP's cosine instead of its matching head),
         `attention="temporal"` (TimeSformer).
         threshold: detectors: explain every (box, label) pair whose score is above it (default 0.1, as
-            `zero-shot-object-detection`); `top_k` then keeps the k highest.
+            `zero-shot-object-detection`); with `top_k` only each image's k highest pairs are explained.
 
     A detector's results are those of `zero-shot-object-detection`, `{"score", "label", "box": {"xmin", "ymin",
     "xmax", "ymax"}}` in the original image's pixels, plus the box's "heatmap" and "overlay" (the box drawn on it).
@@ -168,7 +168,7 @@ class LeGradExplanationPipeline(Pipeline):
             threshold = detection.PIPELINE_THRESHOLD
         forward = _given(
             threshold=threshold,
-            top_k=None if detector else top_k,
+            top_k=top_k,  # detectors: only each image's k highest pairs above the threshold are explained
             targets=targets,
             directions=directions,
             labels=labels,
@@ -181,7 +181,6 @@ class LeGradExplanationPipeline(Pipeline):
             alpha=alpha,
             colormap=colormap,
             return_tensors=return_tensors,
-            top_k=top_k if detector else None,
         )
         return preprocess, forward, postprocess
 
@@ -319,13 +318,14 @@ class LeGradExplanationPipeline(Pipeline):
             **({"text_relevance": True} if text_relevance else {}),
             **({"threshold": threshold} if threshold is not None else {}),
         )
-        labels = prompt_labels
-        if (
-            labels is None or output.boxes is not None
-        ):  # classifiers and backbones: the explained classes or directions, from the output
+        if output.boxes is not None:  # detectors: each map's candidate label, from its query (not its prompt)
+            per_image_labels = [
+                [prompt_labels[q] if q != detection.PADDING else "" for q in row] for row in output.target_ids.tolist()
+            ]
+        elif prompt_labels is None:  # classifiers and backbones: the explained classes or directions
             per_image_labels = [output.labels_for(b) for b in range(len(pictures))]
         else:
-            per_image_labels = [labels] * len(pictures)
+            per_image_labels = [prompt_labels] * len(pictures)
         # Tensors keep their batch dim; the base class slices them (and the lists) into one item per image.
         model_outputs = {
             "heatmaps": output.heatmaps,
@@ -354,7 +354,6 @@ class LeGradExplanationPipeline(Pipeline):
         alpha: float = 0.5,
         colormap: str = "inferno",
         return_tensors=False,
-        top_k=None,
     ):
         """One image's results, sorted by score: the maps mapped back onto the original picture.
 
@@ -393,8 +392,7 @@ class LeGradExplanationPipeline(Pipeline):
             if "words" in model_outputs:
                 entry["words"] = model_outputs["words"][k]
             entries.append(entry)
-        entries = _sorted(entries)
-        return entries[:top_k] if top_k else entries
+        return _sorted(entries)
 
     def _boxes_on_original(self, model_outputs, picture) -> list[dict[str, int] | None]:
         """Each map's box as `zero-shot-object-detection` gives it, in the original image's pixels (None: padding)."""
