@@ -136,6 +136,8 @@ def test_a_clip_shorter_than_the_model_takes_is_reported_and_skipped(videomae, c
         (["{folder}", "--video", "--model", "{ast}"], "{ast} is an audio model: give audio files, not --video"),
         (["{folder}", "--video", "--model", "{videomae}", "--prompt", "a cat"], "is a video classifier: use --top-k"),
         (["{wav}", "--model", "{ast}", "--image-size", "64"], "--image-size is for image models"),
+        (["{wav}", "--model", "{ast}", "--threshold", "0.5"], "--threshold is for detectors (OWL-ViT, OWLv2)"),
+        (["{folder}", "--video", "--model", "{videomae}", "--threshold", "0.5"], "--threshold is for detectors"),
         (["--dataset", "{folder}", "--model", "{videomae}"], "--dataset explains images; {videomae} is a video model"),
     ],
 )

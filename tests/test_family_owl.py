@@ -293,6 +293,16 @@ def test_cli_writes_boxes_to_results_json(tmp_path, capsys):
     assert json.loads((tmp_path / "none" / "results.json").read_text()) == []
 
 
+@pytest.mark.parametrize("flag", ["--text-relevance", "--no-correction"])
+def test_cli_refuses_dual_encoder_flags_for_a_detector(flag, tmp_path, capsys):
+    random_image(0, (48, 48)).save(tmp_path / "a.png")
+    code = main(
+        ["explain", str(tmp_path / "a.png"), "--model", tiny("owlvit").path, "--prompt", "a cat", flag]
+        + ["--out", str(tmp_path / "out")]
+    )
+    assert code == 2 and "--text-relevance and --no-correction are for CLIP/SigLIP" in capsys.readouterr().err
+
+
 def test_cli_threshold_is_for_detectors(tmp_path, capsys):
     from tiny_models import make_clip
 

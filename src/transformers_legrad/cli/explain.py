@@ -185,6 +185,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.model} is a detector: give at least one --prompt (the objects to find)")
         if args.target:
             raise UserError("--target is for image classifiers; this detector takes --prompt")
+        if args.text_relevance or args.no_correction:
+            raise UserError(
+                "--text-relevance and --no-correction are for CLIP/SigLIP-like models; this detector takes --prompt "
+                "with --threshold and --top-k"
+            )
         call["candidate_labels"] = args.prompt
         call.update(
             {name: value for name, value in (("threshold", args.threshold), ("top_k", args.top_k)) if value is not None}
@@ -287,6 +292,11 @@ def _check_modality(args: argparse.Namespace, modality: str) -> None:
     if modality != "image":
         if args.image_size is not None:
             raise UserError(f"--image-size is for image models; {name} takes {modality} at its own input size")
+        if args.threshold is not None:
+            raise UserError(
+                f"--threshold is for detectors (OWL-ViT, OWLv2); {name} is {_an(modality)} classifier: use --top-k N "
+                "or --target LABEL"
+            )
         if args.reference or args.directions is not None or args.text_relevance or args.no_correction:
             raise UserError(
                 f"--reference, --directions, --text-relevance and --no-correction are for image models; {name} is "
