@@ -204,6 +204,19 @@ def test_the_pipeline_reads_a_list_as_the_explainer_does(video_pipe, videomae, t
         video_pipe([gifs[0], *stills[:3]])
 
 
+def test_an_option_of_another_family_names_the_familys_options(videomae, tmp_path, capsys):
+    from transformers_legrad.cli import main
+
+    with pytest.raises(TypeError, match=r"not options of VideoMAEForVideoClassification's family .* are: none"):
+        pipeline("legrad-explanation", model=videomae.path, attention="temporal")
+    out = tmp_path / "out"
+    code = main(
+        ["explain", str(tmp_path), "--video", "--model", videomae.path, "--option", "attention=temporal"]
+        + ["--out", str(out)]
+    )
+    assert code == 2 and "attention; they are not options of" in capsys.readouterr().err
+
+
 def test_video_errors(video_pipe, tmp_path):
     frames = square_clip(6)
     with pytest.raises(ValueError, match="is a video classifier: use top_k"):

@@ -154,7 +154,7 @@ class LeGradExplanationPipeline(Pipeline):
         **unknown,
     ):
         if unknown:
-            raise TypeError(f"unknown argument(s) for the {TASK} pipeline: {', '.join(sorted(unknown))}")
+            raise TypeError(self._unknown_arguments(sorted(unknown)))
         preprocess = _given(
             candidate_labels=candidate_labels,
             hypothesis_template=hypothesis_template,
@@ -183,6 +183,18 @@ class LeGradExplanationPipeline(Pipeline):
             return_tensors=return_tensors,
         )
         return preprocess, forward, postprocess
+
+    def _unknown_arguments(self, names: list[str]) -> str:
+        """The message for arguments that are neither the pipeline's nor options of the model's family."""
+        message = f"unknown argument(s) for the {TASK} pipeline: {', '.join(names)}"
+        family = registry.adapter_class_for(type(self.model))
+        if family is None:
+            return message
+        options = ", ".join(family.option_names()) or "none"
+        return (
+            f"{message}; they are not options of {type(self.model).__name__}'s family ({family.spec.display_name}) "
+            f"either, whose options (given to `pipeline(...)`) are: {options}."
+        )
 
     def __call__(self, images=None, candidate_labels: Sequence[str] | None = None, **kwargs: Any):
         """Explain one image (a list of dicts), a list of images (a list of lists), or stream a data set.
