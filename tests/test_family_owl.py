@@ -290,7 +290,12 @@ def test_cli_writes_boxes_to_results_json(tmp_path, capsys):
         assert (out / record["overlay"]).exists() and (out / record["heatmap"]).exists()
     assert "wrote maps" in capsys.readouterr().out
     assert main([str(a) for a in [*argv[:-2], "--out", tmp_path / "none", "--threshold", "0.99"]]) == 0
-    assert json.loads((tmp_path / "none" / "results.json").read_text()) == []
+    none = [
+        {"image": str(folder / name), "label": None, "score": None, "box": None} for name in ("noise.png", "square.png")
+    ]
+    assert json.loads((tmp_path / "none" / "results.json").read_text()) == none  # processed, with no box
+    assert "wrote maps for 0 image(s)" in (stdout := capsys.readouterr().out)
+    assert "2 image(s) with no box above the threshold" in stdout
 
 
 @pytest.mark.parametrize("flag", ["--text-relevance", "--no-correction"])

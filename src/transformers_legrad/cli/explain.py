@@ -223,8 +223,13 @@ def run(args: argparse.Namespace) -> int:
         ),
         unit="image",
     )
-    written = len({record["image"] for record in records})
-    print(f"wrote maps for {written} image(s) to {args.out}" + (f"; {failures} failed" if failures else ""))
+    written = len({record["image"] for record in records if record["label"] is not None})
+    empty = len({record["image"] for record in records if record["label"] is None})
+    print(
+        f"wrote maps for {written} image(s) to {args.out}"
+        + (f"; {empty} image(s) with no box above the threshold" if empty else "")
+        + (f"; {failures} failed" if failures else "")
+    )
     return EXIT_INPUT_FAILED if failures else EXIT_OK
 
 
@@ -604,8 +609,8 @@ def _write_image_results(out: Path, stem: str, path: Path, image, entries, visua
                 **({"box": entry["box"]} if "box" in entry else {}),
             }
         )
-    if not entries:  # a detector found nothing above its threshold in this image
-        return records
+    if not entries:  # a detector found nothing above its threshold: the image is recorded, without maps
+        return [{"image": str(path), "label": None, "score": None, "box": None}]
     visualize.save_grid(
         out / f"{stem}_grid.png",
         image,
