@@ -84,6 +84,16 @@ def test_explain_video_clips_writes_strips_gifs_and_results(videomae, clips, tmp
     assert [r["score"] for r in records[:2]] == pytest.approx([e["score"] for e in expected], abs=1e-6)
 
 
+def test_video_is_optional_for_a_video_model(videomae, clips, tmp_path, capsys):
+    folder, gif = clips
+    for flags, out in (([], tmp_path / "plain"), (["--video"], tmp_path / "flagged")):
+        code, stdout, stderr = run(["explain", folder, gif, *flags, "--model", videomae.path, "--out", out], capsys)
+        assert code == 0, stderr
+        assert "wrote maps for 2 video clip(s)" in stdout
+    plain, flagged = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("plain", "flagged"))
+    assert plain == flagged
+
+
 def test_explain_audio_files_writes_figures_and_relevance_over_time(ast, wav_files, tmp_path, capsys):
     out = tmp_path / "out"
     folder = wav_files[0].parent

@@ -10,9 +10,10 @@
     accelerate launch --num_processes N -m transformers_legrad.cli explain --dataset ...        (N processes)
 
 A bad image (video, audio clip) among many is reported by name and skipped; the others are written, and the exit
-status is 1 if any input failed. Video and audio are the model's modality (its adapter's `spec.modality`): with
-`--video` each folder of frames or animated image (GIF) is one clip; audio files are read with soundfile (the
-`transformers-legrad[audio]` extra).
+status is 1 if any input failed. Video and audio are the model's modality (its adapter's `spec.modality`): with a
+video model each folder of frames or animated image (GIF) is one clip, `--video` or not (the flag states the
+intent, and is refused for other models); audio files are read with soundfile (the `transformers-legrad[audio]`
+extra).
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def add_parser(commands, common: argparse.ArgumentParser) -> None:
     explain.add_argument(
         "--video",
         action="store_true",
-        help="video models: each input is one clip, a folder of frames (in natural order) or an animated GIF",
+        help="video models (optional: a video model's inputs are always clips): each input is one clip, a folder "
+        "of frames (in natural order) or an animated GIF",
     )
     explain.add_argument("--fps", type=float, default=4.0, help="video: frames per second of the GIFs (default 4)")
     explain.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
