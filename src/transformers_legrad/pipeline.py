@@ -88,14 +88,14 @@ class LeGradExplanationPipeline(Pipeline):
 
     Each result is `{"label", "score", "heatmap" (PIL "L", original size), "overlay" (PIL RGB)}`; "score" is the
     probability as the family's own pipeline reports it (softmax over labels for CLIP, sigmoid for SigLIP, softmax
-    over classes for classifiers; for backbones the cosine with the direction, no softmax). Video models give
-    `{"label", "score", "frames" (one PIL RGB overlay per sampled frame, original size), "strip"
-    (`visualize_media.video_strip`)}` and with `return_tensors` "map" [frames, height, width]; audio models
-    `{"label", "score", "overlay" (`visualize_media.spectrogram_figure`), "relevance_over_time" (a float per
-    spectrogram frame), "times" (each frame's time in seconds)}` and with `return_tensors` "map" [mel bins, time
-    frames], all over the frames that hold the clip's audio (`LeGradOutput.clip_frames`): the feature extractor
-    pads every clip to the model's length (AST: 1024 frames, 10.24 s), and the model sees that padding, but the
-    results leave it out (the map keeps its values, normalized over the whole input).
+    over classes for classifiers, or each class's sigmoid for a multi-label one; for backbones the cosine with the
+    direction, no softmax). Video models give `{"label", "score", "frames" (one PIL RGB overlay per sampled frame,
+    original size), "strip" (`visualize_media.video_strip`)}` and with `return_tensors` "map" [frames, height,
+    width]; audio models `{"label", "score", "overlay" (`visualize_media.spectrogram_figure`), "relevance_over_time"
+    (a float per spectrogram frame), "times" (each frame's time in seconds)}` and with `return_tensors` "map" [mel
+    bins, time frames], all over the frames that hold the clip's audio (`LeGradOutput.clip_frames`): the feature
+    extractor pads every clip to the model's length (AST: 1024 frames, 10.24 s), and the model sees that padding,
+    but the results leave it out (the map keeps its values, normalized over the whole input).
     """
 
     _load_processor = False
