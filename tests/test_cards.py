@@ -154,7 +154,11 @@ def test_module_entry_point_writes_the_folder(tmp_path, capsys):
 def test_card_names_the_base_task_and_this_package_usage(model_id):
     entry = CARD_MODELS[model_id]
     text = _card_text(model_id)
-    assert "pip install transformers-legrad" in text
+    modality = ARCHITECTURES[entry.model_class].modality
+    install = 'pip install "transformers-legrad[audio]"' if modality == "audio" else "pip install transformers-legrad\n"
+    assert install in text  # the audio examples read a WAV file with soundfile, the audio extra
+    assert ("suggested `image_size`" in text) == (modality == "image" and entry.image_size is not None)
+    assert ("upsampled bilinearly" in text) == (modality == "image")  # AST's maps sit at its patch centres
     assert f'pipeline("legrad-explanation", model="{model_id}")' in text
     assert f"results = {entry.example_call}" in text
     assert f'{entry.model_class}.from_pretrained("{model_id}"' in text
@@ -170,6 +174,7 @@ def test_card_names_the_base_task_and_this_package_usage(model_id):
     elif entry.base_task == ZERO_SHOT_DETECTION:
         assert "candidate_labels=[" in text and "threshold=" in text and 'result["box"]' in text
         assert "out.boxes" in text and "--threshold" in text and "top_k=3" not in text
+        assert re.search(r'\{"label", "score",\s+"box", "heatmap", "overlay"\}', text)  # the results' box
     else:
         assert "top_k=3" in text and "targets=[" in text and "candidate_labels" not in text
     is_siglip = entry.model_class in ("SiglipModel", "Siglip2Model")

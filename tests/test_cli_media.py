@@ -84,6 +84,16 @@ def test_explain_video_clips_writes_strips_gifs_and_results(videomae, clips, tmp
     assert [r["score"] for r in records[:2]] == pytest.approx([e["score"] for e in expected], abs=1e-6)
 
 
+def test_video_is_optional_for_a_video_model(videomae, clips, tmp_path, capsys):
+    folder, gif = clips
+    for flags, out in (([], tmp_path / "plain"), (["--video"], tmp_path / "flagged")):
+        code, stdout, stderr = run(["explain", folder, gif, *flags, "--model", videomae.path, "--out", out], capsys)
+        assert code == 0, stderr
+        assert "wrote maps for 2 video clip(s)" in stdout
+    plain, flagged = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("plain", "flagged"))
+    assert plain == flagged
+
+
 def test_explain_audio_files_writes_figures_and_relevance_over_time(ast, wav_files, tmp_path, capsys):
     out = tmp_path / "out"
     folder = wav_files[0].parent
@@ -98,6 +108,7 @@ def test_explain_audio_files_writes_figures_and_relevance_over_time(ast, wav_fil
         assert record["label"] == entry["label"] and record["score"] == pytest.approx(entry["score"], abs=1e-6)
         np.testing.assert_allclose(record["relevance_over_time"], entry["relevance_over_time"], atol=1e-5)
         assert record["times"] == entry["times"] and len(record["times"]) == len(record["relevance_over_time"])
+        assert len(record["times"]) == 80  # the clip's own frames, not the feature extractor's padding
         figure = Image.open(out / record["figure"])
         assert figure.format == "PNG" and figure.size == entry["overlay"].size
 
@@ -110,6 +121,22 @@ def test_an_unreadable_clip_is_reported_and_skipped(ast, wav_files, tmp_path, ca
     assert len(json.loads((tmp_path / "out" / "results.json").read_text())) == 1
 
 
+def test_a_clip_shorter_than_the_model_takes_is_reported_and_skipped(videomae, clips, tmp_path, capsys):
+    folder, gif = clips
+    short = tmp_path / "short.gif"
+    frames = random_clip(2, NUM_FRAMES - 1, (FRAME_SIZE, FRAME_SIZE))
+    frames[0].save(short, save_all=True, append_images=frames[1:], duration=100)
+    out = tmp_path / "out"
+    code, stdout, stderr = run(
+        ["explain", folder, short, gif, "--video", "--model", videomae.path, "--out", out], capsys
+    )
+    assert code == 1, stderr
+    assert f"short.gif: {NUM_FRAMES - 1} frame(s), but VideoMAEForVideoClassification takes {NUM_FRAMES}" in stderr
+    assert "wrote maps for 2 video clip(s)" in stdout and "1 failed" in stdout
+    records = json.loads((out / "results.json").read_text())
+    assert [record["video"] for record in records] == [str(folder), str(gif)]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -119,6 +146,8 @@ def test_an_unreadable_clip_is_reported_and_skipped(ast, wav_files, tmp_path, ca
         (["{folder}", "--video", "--model", "{ast}"], "{ast} is an audio model: give audio files, not --video"),
         (["{folder}", "--video", "--model", "{videomae}", "--prompt", "a cat"], "is a video classifier: use --top-k"),
         (["{wav}", "--model", "{ast}", "--image-size", "64"], "--image-size is for image models"),
+        (["{wav}", "--model", "{ast}", "--threshold", "0.5"], "--threshold is for detectors (OWL-ViT, OWLv2)"),
+        (["{folder}", "--video", "--model", "{videomae}", "--threshold", "0.5"], "--threshold is for detectors"),
         (["--dataset", "{folder}", "--model", "{videomae}"], "--dataset explains images; {videomae} is a video model"),
     ],
 )

@@ -98,6 +98,24 @@ def test_default_target_is_the_top_class_and_scores_are_the_logits(ast):
     torch.testing.assert_close(out.scores[:, 0], logits.gather(1, logits.argmax(-1, keepdim=True))[:, 0])
 
 
+@pytest.mark.parametrize("problem_type", [None, "multi_label_classification", "regression"])
+def test_probabilities_follow_the_audio_classification_pipeline(problem_type):
+    """Softmax over the classes, each class's sigmoid for a multi-label checkpoint (AudioSet's), the logits for
+    regression: the `function_to_apply` rule of transformers' audio-classification pipeline."""
+    from transformers import pipeline
+
+    tiny = tiny_audio.make_ast(problem_type=problem_type)
+    wave = tiny_audio.tone_burst(samples_for_frames(70), start=0.1, duration=0.1, seed=3)
+    out = LeGradExplainer(tiny.model, tiny.processor).explain(audio=wave, sampling_rate=SAMPLING_RATE, top_k=3)
+    theirs = pipeline("audio-classification", model=tiny.path)(wave, top_k=3)
+    assert out.labels_for(0) == [result["label"] for result in theirs]
+    torch.testing.assert_close(out.probabilities[0], torch.tensor([result["score"] for result in theirs]))
+    if problem_type == "multi_label_classification":
+        torch.testing.assert_close(out.probabilities, out.scores.sigmoid())
+    elif problem_type == "regression":
+        torch.testing.assert_close(out.probabilities, out.scores)
+
+
 def test_input_values_give_the_waveforms_maps(ast):
     waves = clips()
     explainer = LeGradExplainer(ast.model, ast.processor)

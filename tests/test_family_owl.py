@@ -207,6 +207,45 @@ def test_pipeline_returns_zero_shot_object_detection_results_with_maps(name):
             assert entry["heatmap"].size == entry["overlay"].size == image.size
 
 
+def test_pipeline_labels_are_the_candidate_labels_not_the_prompts():
+    """As `zero-shot-object-detection`: "label" is the candidate label, whatever `hypothesis_template` made of it."""
+    image = pictures("owlvit", 1)[0]
+    labels = ["red circle", "cat"]
+    ours = pipeline("legrad-explanation", model=tiny("owlvit").path)
+    results = ours(image, candidate_labels=labels, hypothesis_template="a photo of a {}", threshold=0.0, top_k=4)
+    out = LeGradExplainer(tiny("owlvit").model, tiny("owlvit").processor).explain(
+        images=image, text=[f"a photo of a {label}" for label in labels], threshold=0.0, top_k=4
+    )
+    assert [entry["label"] for entry in results] == [labels[q] for q in out.target_ids[0].tolist()]
+    assert [entry["score"] for entry in results] == pytest.approx(out.probabilities[0].tolist(), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_top_k_explains_only_the_k_highest_pairs(name, monkeypatch):
+    images = pictures(name)
+    explainer = LeGradExplainer(tiny(name).model, tiny(name).processor)
+    every = explainer.explain(images=images, text=QUERIES[:2], threshold=0.0)
+    best = explainer.explain(images=images, text=QUERIES[:2], threshold=0.0, top_k=3)
+    assert every.heatmaps.shape[1] > 3 and best.heatmaps.shape[1] == 3
+    torch.testing.assert_close(best.box_indices, every.box_indices[:, :3], rtol=0, atol=0)
+    torch.testing.assert_close(best.target_ids, every.target_ids[:, :3], rtol=0, atol=0)
+    torch.testing.assert_close(best.grid_maps, every.grid_maps[:, :3])
+    pipe = pipeline("legrad-explanation", model=tiny(name).path)
+    explained = []
+    original = pipe.explainer.explain
+
+    def counting(*args, **kwargs):
+        output = original(*args, **kwargs)
+        explained.append(output.heatmaps.shape[1])
+        return output
+
+    monkeypatch.setattr(pipe.explainer, "explain", counting)
+    assert len(pipe(images[0], candidate_labels=QUERIES[:2], threshold=0.0, top_k=2)) == 2
+    assert explained == [2]
+    with pytest.raises(ValueError, match="pass `threshold` too"):
+        explainer.explain(images=images, text=QUERIES[:2], top_k=2)
+
+
 def test_pipeline_boxes_on_the_bright_square_in_original_coordinates():
     detector = make_bright_object_detector()
     scene = bright_scene((2, 3)).resize((96, 72))  # the processor squashes it back to 48 x 48
@@ -251,7 +290,22 @@ def test_cli_writes_boxes_to_results_json(tmp_path, capsys):
         assert (out / record["overlay"]).exists() and (out / record["heatmap"]).exists()
     assert "wrote maps" in capsys.readouterr().out
     assert main([str(a) for a in [*argv[:-2], "--out", tmp_path / "none", "--threshold", "0.99"]]) == 0
-    assert json.loads((tmp_path / "none" / "results.json").read_text()) == []
+    none = [
+        {"image": str(folder / name), "label": None, "score": None, "box": None} for name in ("noise.png", "square.png")
+    ]
+    assert json.loads((tmp_path / "none" / "results.json").read_text()) == none  # processed, with no box
+    assert "wrote maps for 0 image(s)" in (stdout := capsys.readouterr().out)
+    assert "2 image(s) with no box above the threshold" in stdout
+
+
+@pytest.mark.parametrize("flag", ["--text-relevance", "--no-correction"])
+def test_cli_refuses_dual_encoder_flags_for_a_detector(flag, tmp_path, capsys):
+    random_image(0, (48, 48)).save(tmp_path / "a.png")
+    code = main(
+        ["explain", str(tmp_path / "a.png"), "--model", tiny("owlvit").path, "--prompt", "a cat", flag]
+        + ["--out", str(tmp_path / "out")]
+    )
+    assert code == 2 and "--text-relevance and --no-correction are for CLIP/SigLIP" in capsys.readouterr().err
 
 
 def test_cli_threshold_is_for_detectors(tmp_path, capsys):

@@ -22,7 +22,7 @@ from PIL import Image
 
 from transformers_legrad import LeGradExplainer, maps, media
 from transformers_legrad.adapters.video import VideoMAEClassifierAdapter, VivitClassifierAdapter
-from transformers_legrad.videos import as_videos
+from transformers_legrad.videos import as_videos, is_one_clip
 
 import tiny_video
 from reference_video import layer_logits, reference_layer_maps
@@ -222,6 +222,29 @@ def test_a_folder_of_frames_or_an_animated_image_is_a_video(videomae, tmp_path):
     )
     with Image.open(gif) as animation:
         torch.testing.assert_close(explainer.explain(videos=animation, targets=[1, 2]).grid_maps, from_gif.grid_maps)
+
+
+def test_a_list_of_animated_image_files_is_a_list_of_clips(videomae, tmp_path):
+    """GIF paths in a list are clips (each with all its frames), still image paths are frames; a mix is refused."""
+    explainer = LeGradExplainer(videomae.model, videomae.processor)
+    gifs, stills = [], []
+    for index in range(2):
+        clip = random_clip(index)
+        gifs.append(str(tmp_path / f"c{index}.gif"))
+        clip[0].save(gifs[-1], save_all=True, append_images=clip[1:], duration=100, loop=0)
+    for index, frame in enumerate(random_clip(2)):
+        stills.append(str(tmp_path / f"f{index}.png"))
+        frame.save(stills[-1])
+    from_gifs = explainer.explain(videos=gifs, targets=[1])
+    expected = explainer.explain(videos=[media.load_video(gif) for gif in gifs], targets=[1])
+    torch.testing.assert_close(from_gifs.grid_maps, expected.grid_maps, rtol=0, atol=0)
+    from_stills = explainer.explain(videos=stills, targets=[1])
+    torch.testing.assert_close(
+        from_stills.grid_maps, explainer.explain(videos=media.load_video(stills), targets=[1]).grid_maps
+    )
+    assert is_one_clip(stills) and not is_one_clip(gifs)
+    with pytest.raises(TypeError, match="not a mix"):
+        explainer.explain(videos=[gifs[0], *stills[:3]], targets=[1])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -13,7 +13,7 @@ from transformers_legrad import LeGradExplainer, LeGradExplanationPipeline
 from transformers_legrad.geometry import processed_region
 
 from reference import minmax
-from tiny_models import random_image
+from tiny_models import make_vit, random_image
 
 LABELS = ["a photo of a cat", "a red circle", "a blue dog"]
 
@@ -123,6 +123,20 @@ def test_dtype_argument(vit):
     full_map = full(image, targets=[2], return_tensors=True)[0]["map"]
     correlation = np.corrcoef(half_map.flatten().numpy(), full_map.flatten().numpy())[0, 1]
     assert correlation >= 0.99
+
+
+@pytest.mark.parametrize("problem_type, num_labels", [("multi_label_classification", 5), (None, 1), ("regression", 5)])
+def test_classifier_scores_follow_the_image_classification_pipeline(problem_type, num_labels):
+    """transformers' `function_to_apply` rule: sigmoid for multi-label (and one label), the logits for regression."""
+    tiny = make_vit()
+    config = tiny.model.config
+    config.problem_type, config.num_labels = problem_type, num_labels
+    if num_labels == 1:
+        tiny.model.classifier = torch.nn.Linear(config.hidden_size, 1)
+    image = random_image(4)
+    ours = pipeline("legrad-explanation", model=tiny.model, image_processor=tiny.processor)(image, top_k=1)
+    theirs = pipeline("image-classification", model=tiny.model, image_processor=tiny.processor)(image, top_k=1)
+    assert [(r["label"], round(r["score"], 5)) for r in ours] == [(r["label"], round(r["score"], 5)) for r in theirs]
 
 
 def test_pipeline_errors(clip, vit):

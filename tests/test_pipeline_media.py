@@ -16,9 +16,9 @@ from transformers import pipeline
 from transformers.pipelines.pt_utils import KeyDataset
 
 import transformers_legrad  # noqa: F401  (registers the task)
-from transformers_legrad import LeGradExplainer, media
+from transformers_legrad import LeGradExplainer, media, visualize_media
 
-from tiny_audio import SAMPLING_RATE, make_ast, samples_for_frames, tone_burst
+from tiny_audio import FRAMES, SAMPLING_RATE, make_ast, samples_for_frames, tone_burst
 from tiny_video import FRAME_SIZE, NUM_FRAMES, make_videomae, make_vivit, random_clip
 
 ATOL = 1e-5
@@ -180,6 +180,43 @@ def test_vivit_through_the_pipeline(tmp_path):
     torch.testing.assert_close(result["map"], expected, rtol=0, atol=ATOL)
 
 
+def test_the_pipeline_reads_a_list_as_the_explainer_does(video_pipe, videomae, tmp_path):
+    """Still image paths are one clip's frames, GIF paths are clips: the rule of `videos.is_one_clip` in both."""
+    explainer = LeGradExplainer(videomae.model, videomae.processor)
+    stills, gifs = [], []
+    for index, frame in enumerate(square_clip(7)):
+        stills.append(str(tmp_path / f"f{index}.png"))
+        frame.save(stills[-1])
+    for index in range(2):
+        clip = square_clip(8 + index)
+        gifs.append(str(tmp_path / f"c{index}.gif"))
+        clip[0].save(gifs[-1], save_all=True, append_images=clip[1:], duration=100, loop=0)
+    one = video_pipe(stills, top_k=1, return_tensors=True)
+    assert isinstance(one[0], dict)
+    expected = explainer.explain(videos=stills, top_k=1)
+    torch.testing.assert_close(one[0]["map"], expected.heatmaps[0, 0], atol=ATOL, rtol=0)
+    several = video_pipe(gifs, top_k=1, return_tensors=True)
+    assert len(several) == 2 and all(isinstance(results, list) for results in several)
+    expected = explainer.explain(videos=gifs, top_k=1)
+    for index, results in enumerate(several):
+        torch.testing.assert_close(results[0]["map"], expected.heatmaps[index, 0], atol=ATOL, rtol=0)
+    with pytest.raises(TypeError, match="not a mix"):
+        video_pipe([gifs[0], *stills[:3]])
+
+
+def test_an_option_of_another_family_names_the_familys_options(videomae, tmp_path, capsys):
+    from transformers_legrad.cli import main
+
+    with pytest.raises(TypeError, match=r"not options of VideoMAEForVideoClassification's family .* are: none"):
+        pipeline("legrad-explanation", model=videomae.path, attention="temporal")
+    out = tmp_path / "out"
+    code = main(
+        ["explain", str(tmp_path), "--video", "--model", videomae.path, "--option", "attention=temporal"]
+        + ["--out", str(out)]
+    )
+    assert code == 2 and "attention; they are not options of" in capsys.readouterr().err
+
+
 def test_video_errors(video_pipe, tmp_path):
     frames = square_clip(6)
     with pytest.raises(ValueError, match="is a video classifier: use top_k"):
@@ -203,12 +240,24 @@ def test_audio_results_are_the_explainers_maps_and_curves(audio_pipe, ast):
     assert scores == sorted(scores, reverse=True)
     torch.testing.assert_close(torch.tensor(scores), out.probabilities[0])
     curves = out.relevance_over_time()
+    frames = out.clip_frames[0]  # the clip's own frames; the extractor pads it to the model's FRAMES
+    assert frames == 60 < FRAMES
     for k, entry in enumerate(results):
         assert set(entry) == {"label", "score", "overlay", "relevance_over_time", "times", "map"}
-        torch.testing.assert_close(entry["map"], out.heatmaps[0, k], rtol=0, atol=ATOL)
-        np.testing.assert_allclose(entry["relevance_over_time"], curves[0, k].numpy(), atol=ATOL)
-        np.testing.assert_allclose(entry["times"], out.frame_times.numpy(), atol=1e-7)
+        torch.testing.assert_close(entry["map"], out.heatmaps[0, k, :, :frames], rtol=0, atol=ATOL)
+        np.testing.assert_allclose(entry["relevance_over_time"], curves[0, k, :frames].numpy(), atol=ATOL)
+        np.testing.assert_allclose(entry["times"], out.frame_times[:frames].numpy(), atol=1e-7)
         assert isinstance(entry["relevance_over_time"][0], float) and entry["overlay"].mode == "RGB"
+    spectrogram = ast.processor(wave, sampling_rate=SAMPLING_RATE, return_tensors="pt")["input_values"][0, :frames].T
+    figure = visualize_media.spectrogram_figure(
+        spectrogram,
+        results[0]["map"],
+        relevance_over_time=torch.tensor(results[0]["relevance_over_time"]),
+        label=results[0]["label"],
+        score=results[0]["score"],
+        seconds_per_frame=0.01,
+    )
+    assert np.array_equal(np.asarray(results[0]["overlay"]), np.asarray(figure))  # the padding is not drawn
     assert entry["times"][1] - entry["times"][0] == pytest.approx(0.01)
     least_likely_first = out.labels_for(0)[::-1]
     assert [entry["label"] for entry in audio_pipe(wave, targets=least_likely_first)] == out.labels_for(0)
@@ -231,7 +280,7 @@ def test_every_audio_form_gives_the_maps_of_its_waveform(audio_pipe, ast, tmp_pa
     resampled, _ = media.load_audio(slow, sampling_rate=8000, target_rate=SAMPLING_RATE)
     out = LeGradExplainer(ast.model, ast.processor).explain(audio=resampled, sampling_rate=SAMPLING_RATE)
     result = audio_pipe({"raw": slow, "sampling_rate": 8000}, return_tensors=True)[0]
-    torch.testing.assert_close(result["map"], out.heatmaps[0, 0], rtol=0, atol=ATOL)
+    torch.testing.assert_close(result["map"], out.heatmaps[0, 0, :, : out.clip_frames[0]], rtol=0, atol=ATOL)
 
 
 def test_audio_batches_and_streams_give_the_maps_of_single_clips(audio_pipe, monkeypatch, tmp_path):

@@ -395,7 +395,8 @@ def _fields(entry: CardModel) -> dict[str, str]:
         "upsampling": _upsampling(entry),
         "result_description": _result_description(entry),
         "token": "tubelet" if entry.modality == "video" else "patch",
-        "upsampling_mode": "trilinearly" if entry.modality == "video" else "bilinearly",
+        "upsampling_mode": _upsampling_mode(entry),
+        "install": _install(entry),
         "model_table": _model_table(entry),
         "subject": _subject(architecture),
         "score_definition": _wrap(architecture.score_definition),
@@ -426,9 +427,32 @@ def _upsampling(entry: CardModel) -> str:
     }[entry.modality]
 
 
+def _upsampling_mode(entry: CardModel) -> str:
+    """How a map goes from its token grid to the input, in the Limitations' few words."""
+    return {
+        "image": "upsampled bilinearly",
+        "video": "upsampled trilinearly",
+        "audio": "interpolated linearly between the patch centres",
+    }[entry.modality]
+
+
+def _install(entry: CardModel) -> str:
+    """The install line: audio examples read audio files, with soundfile (the `audio` extra)."""
+    return (
+        'pip install "transformers-legrad[audio]"' if entry.modality == "audio" else "pip install transformers-legrad"
+    )
+
+
 def _result_description(entry: CardModel) -> str:
     """The pipeline section's paragraph on what one result holds."""
     registers = "`import transformers_legrad` registers the `legrad-explanation` task."
+    if entry.modality == "image" and entry.architecture.is_detector:
+        return _wrap(
+            f'{registers} Each result is a dict `{{"label", "score", "box", "heatmap", "overlay"}}` (`box`: '
+            '`{"xmin", "ymin", "xmax", "ymax"}` in the original image\'s pixels; `heatmap`: PIL "L" image at the '
+            "original size; `overlay`: PIL RGB, the box drawn on it), sorted by score, highest first; "
+            '`return_tensors=True` adds `"map"`, a float32 [height, width] array in [0, 1].'
+        )
     if entry.modality == "image":
         return (
             f"{registers} Each result is a dict\n"
@@ -454,7 +478,8 @@ def _media_result_description(entry: CardModel) -> str:
             "spectrogram with the map over it and the relevance-over-time curve under it, PIL RGB; "
             "`relevance_over_time`: the map's mean over mel bins at each spectrogram frame; `times`: each frame's "
             'time in seconds), sorted by score, highest first; `return_tensors=True` adds `"map"`, a float32 [mel '
-            "bins, time frames] array in [0, 1]. The clip is an audio file, a 1-D waveform at the feature "
+            "bins, time frames] array in [0, 1]. All of them cover the clip's own frames, not the feature "
+            "extractor's padding after them. The clip is an audio file, a 1-D waveform at the feature "
             'extractor\'s rate or `{"raw": waveform, "sampling_rate": rate}` (resampled), as transformers\' '
             "`audio-classification` pipeline takes it."
         )
@@ -552,7 +577,7 @@ def _model_table(entry: CardModel) -> str:
         rows.append(("parameters", f"{_millions(entry.parameters_millions)} ({entry.parameter_class})"))
     if entry.image_tower_parameters_millions is not None:
         rows.append(("image tower (what LeGrad explains)", f"{_millions(entry.image_tower_parameters_millions)}"))
-    if entry.image_size is not None:
+    if entry.image_size is not None and entry.modality == "image":  # video and audio models refuse `image_size`
         rows.append(("suggested `image_size`", f"{entry.image_size} ({_grid_description(entry)})"))
     return "\n".join(f"| {name} | {value} |" for name, value in rows)
 

@@ -12,7 +12,8 @@ Which (box, query) pairs get a map is chosen per image from the model's final lo
 - `boxes=`: the given box indices, one per query ([queries], shared by the images) or per image and query
   ([batch, queries]);
 - `threshold=`: every (box, query) pair whose detection score (the sigmoid of its logit, the probability the
-  `zero-shot-object-detection` pipeline reports) is above it, highest score first.
+  `zero-shot-object-detection` pipeline reports) is above it, highest score first; with `top_k=` only each image's
+  k highest of them (that pipeline's `top_k`), so the others are not explained.
 
 Images with fewer pairs above a threshold than others are padded to the batch's largest count (at least one):
 a padding map has box index `PADDING` (-1), box (0, 0, 0, 0), score and probability 0, label "" and an all-zero
@@ -46,11 +47,13 @@ class DetectionRequest:
         num_queries: the text queries.
         boxes: long [queries] or [batch, queries] box indices; None: each query's highest-scoring box.
         threshold: explain every pair whose sigmoid score is above it (with `boxes` None); None: not used.
+        top_k: with `threshold`: explain only each image's `top_k` highest pairs above it; None: all of them.
     """
 
     num_queries: int
     boxes: torch.Tensor | None = None
     threshold: float | None = None
+    top_k: int | None = None
 
     def pairs(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(box ids, query ids), long [batch, maps] each, `PADDING` where an image has fewer maps.
@@ -66,13 +69,16 @@ class DetectionRequest:
             boxes = self.boxes if self.boxes.dim() == 2 else self.boxes.expand(batch, -1)
             return boxes.clone(), query_ids.clone()
         probabilities = logits.detach().float().sigmoid().cpu()
-        kept = [torch.nonzero(image > self.threshold) for image in probabilities]  # [pairs, (box, query)]
+        kept = []  # per image: its pairs above the threshold, [pairs, (box, query)], highest score first
+        for image in probabilities:
+            pairs = torch.nonzero(image > self.threshold)
+            order = image[pairs[:, 0], pairs[:, 1]].argsort(descending=True, stable=True)
+            kept.append(pairs[order][: self.top_k])
         maps = max(1, max(len(pairs) for pairs in kept))
         box_ids = torch.full((batch, maps), PADDING, dtype=torch.long)
         query_ids = torch.full((batch, maps), PADDING, dtype=torch.long)
         for b, pairs in enumerate(kept):
-            order = probabilities[b][pairs[:, 0], pairs[:, 1]].argsort(descending=True, stable=True)
-            box_ids[b, : len(pairs)], query_ids[b, : len(pairs)] = pairs[order, 0], pairs[order, 1]
+            box_ids[b, : len(pairs)], query_ids[b, : len(pairs)] = pairs[:, 0], pairs[:, 1]
         return box_ids, query_ids
 
     def directions_for(self, features: torch.Tensor, labels: list[str]) -> tuple[torch.Tensor, Labels, torch.Tensor]:
@@ -157,20 +163,31 @@ def boxes_in_original_image(
     return result["boxes"].float()
 
 
-def detection_request(boxes, threshold, pixels: PixelInputs, num_queries: int) -> DetectionRequest:
-    """`boxes=` and `threshold=` of `explain` checked against the images' patches and the queries.
+def detection_request(
+    boxes, threshold, pixels: PixelInputs, num_queries: int, top_k: int | None = None
+) -> DetectionRequest:
+    """`boxes=`, `threshold=` and `top_k=` of `explain` checked against the images' patches and the queries.
 
     Raises:
-        ValueError: both are given, a box index is not a patch of the images, the shape does not match the queries
-            (or the images), or the threshold is not a number in [0, 1).
+        ValueError: both `boxes` and `threshold` are given, a box index is not a patch of the images, the shape
+            does not match the queries (or the images), the threshold is not a number in [0, 1), or `top_k` is
+            not a positive int or comes without `threshold`.
         TypeError: `boxes` does not hold integers.
     """
     if boxes is not None and threshold is not None:
         raise ValueError("Pass either `boxes` (box indices) or `threshold` (a detection score), not both.")
+    if top_k is not None:
+        if threshold is None:
+            raise ValueError(
+                "a detector's `top_k` keeps the k highest (box, query) pairs above `threshold`: pass `threshold` too "
+                "(without it each query's highest box is explained, or the given `boxes`)."
+            )
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"`top_k` must be a positive int, got {top_k!r}.")
     if threshold is not None:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
             raise ValueError(f"`threshold` must be a detection score in [0, 1), got {threshold!r}.")
-        return DetectionRequest(num_queries, threshold=float(threshold))
+        return DetectionRequest(num_queries, threshold=float(threshold), top_k=top_k)
     if boxes is None:
         return DetectionRequest(num_queries)
     ids = boxes.detach().cpu() if isinstance(boxes, torch.Tensor) else torch.tensor(boxes)

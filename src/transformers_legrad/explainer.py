@@ -264,7 +264,8 @@ class LeGradExplainer:
             text_embeds: [prompts, dim] prompt embeddings instead of `text` (L2-normalized here).
             targets: classifiers: class ids or label names, shared by all images, or [batch, prompts] ids; default
                 the top-1 predicted class of each image.
-            top_k: classifiers without `targets`: explain each image's k most probable classes, most probable first.
+            top_k: classifiers without `targets`: explain each image's k most probable classes, most probable first;
+                detectors with `threshold`: only each image's k highest pairs above it.
             layers: override the constructor's explained layers for this call.
             correction: SigLIP's null-prompt correction; None means on for SigLIP.
             null_text_embeds: [1, dim] embedding of the null prompt (default: "a photo of a" via the processor).
@@ -463,19 +464,16 @@ class LeGradExplainer:
                 f"the zero-shot-object-detection task); {self._model_name} is not one."
             )
         if adapter.is_detector:
-            if (
-                any(value is not None for value in (targets, top_k, directions, reference_images, labels))
-                or null_prompt
-            ):
+            if any(value is not None for value in (targets, directions, reference_images, labels)) or null_prompt:
                 raise ValueError(
                     f"{self._model_name} is an open-vocabulary detector: it explains `text` queries (with `boxes` "
-                    "or `threshold`), not `targets`, `top_k`, `directions`, `reference_images`, `labels` or a "
+                    "or `threshold`, and `top_k`), not `targets`, `directions`, `reference_images`, `labels` or a "
                     "null prompt."
                 )
             queries, labels = self._prompt_directions(text, text_embeds)
             pixels = self._pixel_inputs(images, pixel_values, image_size, pixel_attention_mask, spatial_shapes)
             pixels.queries = queries
-            selection = detection.detection_request(boxes, threshold, pixels, len(labels))
+            selection = detection.detection_request(boxes, threshold, pixels, len(labels), top_k=top_k)
             return ExplanationRequest(pixels, labels=labels, detections=selection)
         if adapter.is_backbone:
             self._refuse_for_backbones(text, text_embeds, targets, top_k, null_prompt)

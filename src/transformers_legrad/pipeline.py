@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
-from PIL import Image
 from transformers import Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
@@ -45,7 +44,7 @@ from . import detection, geometry, media, visualize, visualize_media
 from . import images as images_module
 from .adapters import registry
 from .explainer import LeGradExplainer
-from .videos import as_videos
+from .videos import as_videos, is_one_clip
 
 TASK = "legrad-explanation"
 DEFAULT_MODEL = ("openai/clip-vit-base-patch16", "main")
@@ -82,19 +81,21 @@ class LeGradExplanationPipeline(Pipeline):
         `pipeline("legrad-explanation", model=..., use_itm_head=False)` (BLIP's cosine instead of its matching head),
         `attention="temporal"` (TimeSformer).
         threshold: detectors: explain every (box, label) pair whose score is above it (default 0.1, as
-            `zero-shot-object-detection`); `top_k` then keeps the k highest.
+            `zero-shot-object-detection`); with `top_k` only each image's k highest pairs are explained.
 
     A detector's results are those of `zero-shot-object-detection`, `{"score", "label", "box": {"xmin", "ymin",
     "xmax", "ymax"}}` in the original image's pixels, plus the box's "heatmap" and "overlay" (the box drawn on it).
 
     Each result is `{"label", "score", "heatmap" (PIL "L", original size), "overlay" (PIL RGB)}`; "score" is the
     probability as the family's own pipeline reports it (softmax over labels for CLIP, sigmoid for SigLIP, softmax
-    over classes for classifiers; for backbones the cosine with the direction, no softmax). Video models give
-    `{"label", "score", "frames" (one PIL RGB overlay per sampled frame, original size), "strip"
-    (`visualize_media.video_strip`)}` and with `return_tensors` "map" [frames, height, width]; audio models
-    `{"label", "score", "overlay" (`visualize_media.spectrogram_figure`), "relevance_over_time" (a float per
-    spectrogram frame), "times" (each frame's time in seconds)}` and with `return_tensors` "map" [mel bins, time
-    frames].
+    over classes for classifiers, or each class's sigmoid for a multi-label one; for backbones the cosine with the
+    direction, no softmax). Video models give `{"label", "score", "frames" (one PIL RGB overlay per sampled frame,
+    original size), "strip" (`visualize_media.video_strip`)}` and with `return_tensors` "map" [frames, height,
+    width]; audio models `{"label", "score", "overlay" (`visualize_media.spectrogram_figure`), "relevance_over_time"
+    (a float per spectrogram frame), "times" (each frame's time in seconds)}` and with `return_tensors` "map" [mel
+    bins, time frames], all over the frames that hold the clip's audio (`LeGradOutput.clip_frames`): the feature
+    extractor pads every clip to the model's length (AST: 1024 frames, 10.24 s), and the model sees that padding,
+    but the results leave it out (the map keeps its values, normalized over the whole input).
     """
 
     _load_processor = False
@@ -153,7 +154,7 @@ class LeGradExplanationPipeline(Pipeline):
         **unknown,
     ):
         if unknown:
-            raise TypeError(f"unknown argument(s) for the {TASK} pipeline: {', '.join(sorted(unknown))}")
+            raise TypeError(self._unknown_arguments(sorted(unknown)))
         preprocess = _given(
             candidate_labels=candidate_labels,
             hypothesis_template=hypothesis_template,
@@ -167,7 +168,7 @@ class LeGradExplanationPipeline(Pipeline):
             threshold = detection.PIPELINE_THRESHOLD
         forward = _given(
             threshold=threshold,
-            top_k=None if detector else top_k,
+            top_k=top_k,  # detectors: only each image's k highest pairs above the threshold are explained
             targets=targets,
             directions=directions,
             labels=labels,
@@ -180,9 +181,20 @@ class LeGradExplanationPipeline(Pipeline):
             alpha=alpha,
             colormap=colormap,
             return_tensors=return_tensors,
-            top_k=top_k if detector else None,
         )
         return preprocess, forward, postprocess
+
+    def _unknown_arguments(self, names: list[str]) -> str:
+        """The message for arguments that are neither the pipeline's nor options of the model's family."""
+        message = f"unknown argument(s) for the {TASK} pipeline: {', '.join(names)}"
+        family = registry.adapter_class_for(type(self.model))
+        if family is None:
+            return message
+        options = ", ".join(family.option_names()) or "none"
+        return (
+            f"{message}; they are not options of {type(self.model).__name__}'s family ({family.spec.display_name}) "
+            f"either, whose options (given to `pipeline(...)`) are: {options}."
+        )
 
     def __call__(self, images=None, candidate_labels: Sequence[str] | None = None, **kwargs: Any):
         """Explain one image (a list of dicts), a list of images (a list of lists), or stream a data set.
@@ -203,7 +215,7 @@ class LeGradExplanationPipeline(Pipeline):
             images = list(images)
         if isinstance(images, list) and not images:
             return []  # the base class would index the first item
-        if self.modality == "video" and _is_one_clip(images):
+        if self.modality == "video" and is_one_clip(images):
             return super().__call__([images], **kwargs)[0]  # a list of frames is one clip, not a batch of videos
         return super().__call__(images, **kwargs)
 
@@ -318,13 +330,14 @@ class LeGradExplanationPipeline(Pipeline):
             **({"text_relevance": True} if text_relevance else {}),
             **({"threshold": threshold} if threshold is not None else {}),
         )
-        labels = prompt_labels
-        if (
-            labels is None or output.boxes is not None
-        ):  # classifiers and backbones: the explained classes or directions, from the output
+        if output.boxes is not None:  # detectors: each map's candidate label, from its query (not its prompt)
+            per_image_labels = [
+                [prompt_labels[q] if q != detection.PADDING else "" for q in row] for row in output.target_ids.tolist()
+            ]
+        elif prompt_labels is None:  # classifiers and backbones: the explained classes or directions
             per_image_labels = [output.labels_for(b) for b in range(len(pictures))]
         else:
-            per_image_labels = [labels] * len(pictures)
+            per_image_labels = [prompt_labels] * len(pictures)
         # Tensors keep their batch dim; the base class slices them (and the lists) into one item per image.
         model_outputs = {
             "heatmaps": output.heatmaps,
@@ -353,7 +366,6 @@ class LeGradExplanationPipeline(Pipeline):
         alpha: float = 0.5,
         colormap: str = "inferno",
         return_tensors=False,
-        top_k=None,
     ):
         """One image's results, sorted by score: the maps mapped back onto the original picture.
 
@@ -392,8 +404,7 @@ class LeGradExplanationPipeline(Pipeline):
             if "words" in model_outputs:
                 entry["words"] = model_outputs["words"][k]
             entries.append(entry)
-        entries = _sorted(entries)
-        return entries[:top_k] if top_k else entries
+        return _sorted(entries)
 
     def _boxes_on_original(self, model_outputs, picture) -> list[dict[str, int] | None]:
         """Each map's box as `zero-shot-object-detection` gives it, in the original image's pixels (None: padding)."""
@@ -453,8 +464,13 @@ class LeGradExplanationPipeline(Pipeline):
         }
         if self.modality == "audio":
             times = output.frame_times.expand(batch, -1)
+            total = times.shape[-1]
+            clip_frames = output.clip_frames or [total] * batch  # waveforms: each clip's frames before the padding
             model_outputs.update(
-                relevance=output.relevance_over_time(), times=times, spectrogram=model_inputs["spectrogram"]
+                relevance=output.relevance_over_time(),
+                times=times,
+                spectrogram=model_inputs["spectrogram"],
+                clip_frames=torch.tensor(clip_frames),
             )
         return model_outputs
 
@@ -488,13 +504,15 @@ class LeGradExplanationPipeline(Pipeline):
         return entries
 
     def _postprocess_audio(self, model_outputs, alpha: float, colormap: str, return_tensors) -> list[dict]:
-        """One clip's results: per target the spectrogram figure and the relevance at each frame's time."""
-        spectrogram = model_outputs["spectrogram"][0].T  # [mel bins, time frames], lowest bin first
-        times = model_outputs["times"][0]
+        """One clip's results: per target the spectrogram figure and the relevance at each frame's time, over the
+        frames that hold the clip's audio (the feature extractor's padding after them is left out)."""
+        frames = int(model_outputs["clip_frames"][0])
+        spectrogram = model_outputs["spectrogram"][0, :frames].T  # [mel bins, clip frames], lowest bin first
+        times = model_outputs["times"][0, :frames]
         seconds_per_frame = float(times[1] - times[0]) if len(times) > 1 else None
         entries = []
         for k, label in enumerate(model_outputs["labels"]):
-            heatmap, curve = model_outputs["heatmaps"][0, k], model_outputs["relevance"][0, k]
+            heatmap, curve = model_outputs["heatmaps"][0, k, :, :frames], model_outputs["relevance"][0, k, :frames]
             score = float(model_outputs["probabilities"][0, k])
             figure = visualize_media.spectrogram_figure(
                 spectrogram,
@@ -521,14 +539,6 @@ class LeGradExplanationPipeline(Pipeline):
 
 def _sorted(entries: list[dict]) -> list[dict]:
     return sorted(entries, key=lambda entry: entry["score"], reverse=True)
-
-
-def _is_one_clip(inputs) -> bool:
-    """Whether a list given to a video pipeline is one clip's frames (images or [H, W, C] arrays), not clips."""
-    return isinstance(inputs, list) and all(
-        isinstance(item, Image.Image) or (isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim == 3)
-        for item in inputs
-    )
 
 
 def _frame_indices(total: int, num_frames: int, frame_sampling_rate: int | None) -> np.ndarray:

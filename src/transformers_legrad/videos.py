@@ -1,9 +1,12 @@
 """Reading user videos for a video model: one clip or several, each as a list of upright RGB frames.
 
 A clip is anything `media.load_video` reads: a folder of frames, an animated image file, a list of frames (PIL
-images, [H, W, C] arrays, paths) or one [frames, H, W, C] array; `videos` is one clip or a list of clips. Each clip
-is read by `media.load_video` once, as a whole, so the pixel scale of a float clip is decided for all its frames
-alike, and the model's processor then gets an unambiguous batch: a list of clips, each a list of frames.
+images, [H, W, C] arrays, paths) or one [frames, H, W, C] array; `videos` is one clip or a list of clips. In a
+list, folders, animated image files (GIF, APNG, WebP, multi-page TIFF), encoded video files, lists and [frames, H,
+W, C] arrays are clips, and PIL images, [H, W, C] arrays and still image files are frames (`is_one_clip`, which
+the pipeline uses too); a list of both is refused. Each clip is read by `media.load_video` once, as a whole, so the
+pixel scale of a float clip is decided for all its frames alike, and the model's processor then gets an
+unambiguous batch: a list of clips, each a list of frames.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .media import load_video
+from .media import VIDEO_FILE_SUFFIXES, load_video
 
-__all__ = ["as_videos"]
+__all__ = ["as_videos", "is_one_clip"]
 
 
 def as_videos(videos) -> list[list[Image.Image]]:
@@ -58,14 +61,57 @@ def as_videos(videos) -> list[list[Image.Image]]:
         raise TypeError(f"`videos` must be a list of frames or a list of clips, got {type(videos).__name__}.")
     if not videos:
         raise ValueError("`videos` is empty; give at least one clip (a list of frames).")
-    if all(_is_clip(item) for item in videos):
-        return [_clip(clip) for clip in videos]
-    if all(_is_frame(item) for item in videos):
+    if is_one_clip(videos):
         return [_clip(videos)]
+    return [_clip(clip) for clip in videos]
+
+
+def is_one_clip(videos) -> bool:
+    """Whether a list is one clip's frames (True) or a list of clips (False), the rule of `as_videos`.
+
+    Args:
+        videos: anything; only a non-empty list or tuple can be one clip's frames.
+
+    Raises:
+        TypeError: a list that mixes clips (folders, animated image or video files, lists, [frames, H, W, C]
+            arrays) and frames (PIL images, [H, W, C] arrays, still image files), or holds something that is
+            neither.
+    """
+    if not isinstance(videos, (list, tuple)) or not videos:
+        return False
+    kinds = {_kind(item) for item in videos}
+    if kinds == {"frame"}:
+        return True
+    if kinds == {"clip"}:
+        return False
     raise TypeError(
-        "`videos` must be one clip (a list of frames: PIL images or [height, width, channels] arrays) or a list "
-        "of clips (lists of frames, [frames, height, width, channels] arrays or folders of frames), not a mix."
+        "`videos` must be one clip (a list of frames: PIL images, [height, width, channels] arrays or still image "
+        "files) or a list of clips (lists of frames, [frames, height, width, channels] arrays, folders of frames "
+        "or animated image files such as GIFs), not a mix."
     )
+
+
+def _kind(item) -> str | None:
+    """ "clip", "frame" or None (neither) for one item of a list given as `videos`."""
+    if isinstance(item, (np.ndarray, torch.Tensor)):
+        return {2: "frame", 3: "frame", 4: "clip"}.get(item.ndim)
+    if isinstance(item, (str, os.PathLike)):
+        return "clip" if _is_clip_file(Path(item)) else "frame"
+    if isinstance(item, Image.Image):
+        return "clip" if _is_animation(item) else "frame"
+    return "clip" if isinstance(item, (list, tuple)) else None
+
+
+def _is_clip_file(path: Path) -> bool:
+    """A folder, an encoded video file (`load_video` says how to read it) or an image file with several frames;
+    a missing or unreadable file counts as a frame, which `load_video` then reports."""
+    if path.is_dir() or path.suffix.lower() in VIDEO_FILE_SUFFIXES:
+        return True
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "n_frames", 1) > 1
+    except (OSError, ValueError):
+        return False
 
 
 def _is_frame(item) -> bool:
@@ -76,14 +122,6 @@ def _is_frame(item) -> bool:
 
 def _is_animation(item) -> bool:
     return isinstance(item, Image.Image) and getattr(item, "n_frames", 1) > 1
-
-
-def _is_clip(item) -> bool:
-    if isinstance(item, np.ndarray):
-        return item.ndim == 4
-    if isinstance(item, (str, os.PathLike)):
-        return Path(item).is_dir()
-    return isinstance(item, (list, tuple)) or _is_animation(item)
 
 
 def _clip(frames) -> list[Image.Image]:

@@ -53,7 +53,11 @@ AST_SCORE = (
     "tokens too (the recipe of the LeGrad paper transposed to a classification head)."
 )
 AST_NOTES = (
-    *CLASSIFIER_NOTES[:2],
+    CLASSIFIER_NOTES[0],
+    "- **Scores.** The pipeline's `score` is what transformers' `audio-classification` pipeline reports: the "
+    "softmax over all classes, or each class's own sigmoid when `config.problem_type` is "
+    "`\"multi_label_classification\"` (AudioSet's labels are multi-label; the rule reads the checkpoint's config); "
+    "`LeGradExplainer` returns the class logits in `out.scores`.",
     "- **Orientation.** Maps are [mel bins, time frames], low frequencies in row 0; `out.relevance_over_time()` "
     "averages each heatmap over frequency, and `out.frame_times` gives each frame's time in seconds.",
     "- **Patch centres.** The patches overlap (16 wide, every 10): each patch's value is placed at its centre and "

@@ -592,8 +592,12 @@ class FamilyAdapter:
     def probabilities(
         self, image_features: torch.Tensor, directions: torch.Tensor, scores: torch.Tensor
     ) -> torch.Tensor:
-        """Scores as the model's own pipeline reports them (classifiers: softmax over all classes)."""
-        return torch.einsum("bc,bkc->bk", image_features.float().softmax(dim=-1), directions.float())
+        """Scores as the model's own pipeline reports them (classifiers: `classification_activation` of the logits:
+        the softmax over all classes, or each class's sigmoid for a multi-label checkpoint)."""
+        logits = image_features.float()
+        activation = classification_activation(self.model.config, self.spec.modality)
+        activated = {"softmax": logits.softmax(dim=-1), "sigmoid": logits.sigmoid(), "none": logits}[activation]
+        return torch.einsum("bc,bkc->bk", activated, directions.float())
 
     # --- prompts (dual encoders) ---------------------------------------------------------------------------
     @property
@@ -688,6 +692,23 @@ class DualEncoderAdapter(FamilyAdapter):
     ) -> torch.Tensor:
         """Softmax over the prompts, as the zero-shot-image-classification pipeline reports CLIP's scores."""
         return scores.softmax(dim=-1)
+
+
+def classification_activation(config, modality: str) -> str:
+    """ "softmax", "sigmoid" or "none": what transformers' image-, video- and audio-classification pipelines apply
+    to a classifier's logits by default (their `function_to_apply` rule, read from `config.problem_type`).
+
+    Regression: none; multi-label: sigmoid; otherwise softmax, except that `image-classification` also takes the
+    sigmoid for a single label and, for a config that says neither, its `function_to_apply`.
+    """
+    problem, labels = getattr(config, "problem_type", None), getattr(config, "num_labels", 2)
+    if problem == "regression":
+        return "none"
+    if problem == "multi_label_classification" or (modality == "image" and labels == 1):
+        return "sigmoid"
+    if modality != "image" or problem == "single_label_classification" or labels > 1:
+        return "softmax"
+    return str(getattr(config, "function_to_apply", "none")).lower()
 
 
 def _find(root: nn.Module, path: str, what: str, owner: str):

@@ -10,9 +10,10 @@
     accelerate launch --num_processes N -m transformers_legrad.cli explain --dataset ...        (N processes)
 
 A bad image (video, audio clip) among many is reported by name and skipped; the others are written, and the exit
-status is 1 if any input failed. Video and audio are the model's modality (its adapter's `spec.modality`): with
-`--video` each folder of frames or animated image (GIF) is one clip; audio files are read with soundfile (the
-`transformers-legrad[audio]` extra).
+status is 1 if any input failed. Video and audio are the model's modality (its adapter's `spec.modality`): with a
+video model each folder of frames or animated image (GIF) is one clip, `--video` or not (the flag states the
+intent, and is refused for other models); audio files are read with soundfile (the `transformers-legrad[audio]`
+extra).
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def add_parser(commands, common: argparse.ArgumentParser) -> None:
     explain.add_argument(
         "--video",
         action="store_true",
-        help="video models: each input is one clip, a folder of frames (in natural order) or an animated GIF",
+        help="video models (optional: a video model's inputs are always clips): each input is one clip, a folder "
+        "of frames (in natural order) or an animated GIF",
     )
     explain.add_argument("--fps", type=float, default=4.0, help="video: frames per second of the GIFs (default 4)")
     explain.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
@@ -185,6 +187,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.model} is a detector: give at least one --prompt (the objects to find)")
         if args.target:
             raise UserError("--target is for image classifiers; this detector takes --prompt")
+        if args.text_relevance or args.no_correction:
+            raise UserError(
+                "--text-relevance and --no-correction are for CLIP/SigLIP-like models; this detector takes --prompt "
+                "with --threshold and --top-k"
+            )
         call["candidate_labels"] = args.prompt
         call.update(
             {name: value for name, value in (("threshold", args.threshold), ("top_k", args.top_k)) if value is not None}
@@ -218,39 +225,47 @@ def run(args: argparse.Namespace) -> int:
         ),
         unit="image",
     )
-    written = len({record["image"] for record in records})
-    print(f"wrote maps for {written} image(s) to {args.out}" + (f"; {failures} failed" if failures else ""))
+    written = len({record["image"] for record in records if record["label"] is not None})
+    empty = len({record["image"] for record in records if record["label"] is None})
+    print(
+        f"wrote maps for {written} image(s) to {args.out}"
+        + (f"; {empty} image(s) with no box above the threshold" if empty else "")
+        + (f"; {failures} failed" if failures else "")
+    )
     return EXIT_INPUT_FAILED if failures else EXIT_OK
 
 
 def _explain_in_batches(args, pipe, call: dict, paths: list[Path], *, read, read_errors, write, unit: str):
     """Read, explain (`--batch-size` inputs per pipeline call) and write each input; results.json at the end.
 
-    An input that `read` cannot read (one of `read_errors`) is reported and skipped. Returns (records, failures).
+    An input that `read` cannot read (one of `read_errors`) is reported and skipped. results.json is written also
+    when a batch stops the run (a `UserError`), with the inputs written before it. Returns (records, failures).
     """
     from huggingface_hub.utils import tqdm
 
     records, failures, used_stems = [], 0, set()
-    with tqdm(total=len(paths), desc="explaining", unit=unit, disable=len(paths) < 2) as progress:
-        for start in range(0, len(paths), args.batch_size):
-            batch = []
-            for path in paths[start : start + args.batch_size]:
+    try:
+        with tqdm(total=len(paths), desc="explaining", unit=unit, disable=len(paths) < 2) as progress:
+            for start in range(0, len(paths), args.batch_size):
+                batch = []
+                for path in paths[start : start + args.batch_size]:
+                    try:
+                        batch.append((path, read(path)))
+                    except read_errors as error:
+                        print(f"error: {error}", file=sys.stderr)
+                        failures += 1
+                        progress.update(1)
+                if not batch:
+                    continue
                 try:
-                    batch.append((path, read(path)))
-                except read_errors as error:
-                    print(f"error: {error}", file=sys.stderr)
-                    failures += 1
+                    results = pipe([item for _, item in batch], batch_size=len(batch), **call)
+                except (ValueError, TypeError) as error:
+                    raise UserError(str(error)) from error
+                for (path, item), entries in zip(batch, results, strict=True):
+                    records.extend(write(_unique_stem(path, used_stems), path, item, entries))
                     progress.update(1)
-            if not batch:
-                continue
-            try:
-                results = pipe([item for _, item in batch], batch_size=len(batch), **call)
-            except (ValueError, TypeError) as error:
-                raise UserError(str(error)) from error
-            for (path, item), entries in zip(batch, results, strict=True):
-                records.extend(write(_unique_stem(path, used_stems), path, item, entries))
-                progress.update(1)
-    (args.out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
+    finally:
+        (args.out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
     return records, failures
 
 
@@ -284,6 +299,11 @@ def _check_modality(args: argparse.Namespace, modality: str) -> None:
     if modality != "image":
         if args.image_size is not None:
             raise UserError(f"--image-size is for image models; {name} takes {modality} at its own input size")
+        if args.threshold is not None:
+            raise UserError(
+                f"--threshold is for detectors (OWL-ViT, OWLv2); {name} is {_an(modality)} classifier: use --top-k N "
+                "or --target LABEL"
+            )
         if args.reference or args.directions is not None or args.text_relevance or args.no_correction:
             raise UserError(
                 f"--reference, --directions, --text-relevance and --no-correction are for image models; {name} is "
@@ -334,10 +354,18 @@ def _iter_clip_paths(inputs: Sequence[str], modality: str) -> Iterator[Path]:
 
 
 def _read_video(path: Path, pipe) -> list:
-    """A clip's frames (`media.load_video`: a folder of frames or an animated image)."""
-    from ..media import load_video
+    """A clip's frames (`media.load_video`: a folder of frames or an animated image), at least the model's
+    `config.num_frames` of them (the pipeline samples that many); a `VideoReadError` otherwise."""
+    from ..media import VideoReadError, load_video
 
-    return load_video(path)
+    frames = load_video(path)
+    needed = int(pipe.model.config.num_frames)
+    if len(frames) < needed:
+        raise VideoReadError(
+            f"{path}: {len(frames)} frame(s), but {type(pipe.model).__name__} takes {needed} per clip "
+            "(`config.num_frames`); give a clip with at least that many frames"
+        )
+    return frames
 
 
 def _read_audio(path: Path, pipe) -> dict:
@@ -583,8 +611,8 @@ def _write_image_results(out: Path, stem: str, path: Path, image, entries, visua
                 **({"box": entry["box"]} if "box" in entry else {}),
             }
         )
-    if not entries:  # a detector found nothing above its threshold in this image
-        return records
+    if not entries:  # a detector found nothing above its threshold: the image is recorded, without maps
+        return [{"image": str(path), "label": None, "score": None, "box": None}]
     visualize.save_grid(
         out / f"{stem}_grid.png",
         image,
