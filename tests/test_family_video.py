@@ -245,6 +245,13 @@ def test_a_list_of_animated_image_files_is_a_list_of_clips(videomae, tmp_path):
     assert is_one_clip(stills) and not is_one_clip(gifs)
     with pytest.raises(TypeError, match="not a mix"):
         explainer.explain(videos=[gifs[0], *stills[:3]], targets=[1])
+    with pytest.raises(ValueError, match="typo.gif: no such file or folder"):  # not "a mix"
+        explainer.explain(videos=[gifs[0], str(tmp_path / "typo.gif")], targets=[1])
+    frames = [torch.zeros(32, 32, 3)] * 4  # frames as tensors: one clear refusal, in the explainer and the pipeline
+    with pytest.raises(TypeError, match="a 3-D Tensor, which is neither a clip nor a frame"):
+        explainer.explain(videos=frames, targets=[1])
+    with pytest.raises(TypeError, match="neither a clip nor a frame"):
+        is_one_clip(frames)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

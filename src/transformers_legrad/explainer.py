@@ -68,8 +68,10 @@ class LeGradOutput:
             backbone's cosine between its normalized pooled embedding and the direction, a detector's box logit.
         probabilities: float32 [batch, prompts], the scores as the models' own pipelines report them: softmax
             over the prompts (CLIP), sigmoid (SigLIP), BLIP's match probability (its two-way softmax, each prompt on
-            its own), softmax over all classes (classifiers), a detector's sigmoid; for backbones the cosine itself
-            (directions do not compete: no softmax over them).
+            its own), a classifier's as transformers' classification pipelines report it
+            (`adapters.base.classification_activation`: softmax over all classes, each class's sigmoid for
+            multi-label configs and one-label image classifiers, the logits for regression), a detector's sigmoid;
+            for backbones the cosine itself (directions do not compete: no softmax over them).
         explained_layers: the explained block indices, ascending.
         grid_shapes: the token grid of each input: (h, w) patches of an image, (t, h, w) tubelets of a video,
             (frequency patches, time patches) of audio (AST); inputs smaller than the padded tensors (SigLIP 2) have

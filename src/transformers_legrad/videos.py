@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .media import VIDEO_FILE_SUFFIXES, load_video
+from .media import VIDEO_FILE_SUFFIXES, VideoReadError, load_video
 
 __all__ = ["as_videos", "is_one_clip"]
 
@@ -80,6 +80,14 @@ def is_one_clip(videos) -> bool:
     if not isinstance(videos, (list, tuple)) or not videos:
         return False
     kinds = {_kind(item) for item in videos}
+    if None in kinds:
+        odd = next(item for item in videos if _kind(item) is None)
+        described = f"a {odd.ndim}-D {type(odd).__name__}" if hasattr(odd, "ndim") else type(odd).__name__
+        raise TypeError(
+            f"`videos` holds {described}, which is neither a clip nor a frame: frames are PIL images, [height, width, "
+            "channels] numpy arrays or image files; clips are lists of frames, [frames, height, width, channels] "
+            "arrays or tensors, folders of frames or animated image files."
+        )
     if kinds == {"frame"}:
         return True
     if kinds == {"clip"}:
@@ -93,9 +101,13 @@ def is_one_clip(videos) -> bool:
 
 def _kind(item) -> str | None:
     """ "clip", "frame" or None (neither) for one item of a list given as `videos`."""
-    if isinstance(item, (np.ndarray, torch.Tensor)):
+    if isinstance(item, np.ndarray):
         return {2: "frame", 3: "frame", 4: "clip"}.get(item.ndim)
+    if isinstance(item, torch.Tensor):  # a whole clip; frames as tensors are not read (`load_video` takes arrays)
+        return "clip" if item.ndim == 4 else None
     if isinstance(item, (str, os.PathLike)):
+        if not Path(item).exists():
+            raise VideoReadError(f"{item}: no such file or folder (an item of `videos`).")
         return "clip" if _is_clip_file(Path(item)) else "frame"
     if isinstance(item, Image.Image):
         return "clip" if _is_animation(item) else "frame"

@@ -56,7 +56,8 @@ AST_NOTES = (
     CLASSIFIER_NOTES[0],
     "- **Scores.** The pipeline's `score` is what transformers' `audio-classification` pipeline reports: the "
     "softmax over all classes, or each class's own sigmoid when `config.problem_type` is "
-    "`\"multi_label_classification\"` (AudioSet's labels are multi-label; the rule reads the checkpoint's config); "
+    '`"multi_label_classification"` (AudioSet\'s labels are multi-label; which of the two this checkpoint gets is '
+    "what its config says, `model.config.problem_type`, read when it loads); "
     "`LeGradExplainer` returns the class logits in `out.scores`.",
     "- **Orientation.** Maps are [mel bins, time frames], low frequencies in row 0; `out.relevance_over_time()` "
     "averages each heatmap over frequency, and `out.frame_times` gives each frame's time in seconds.",

@@ -708,7 +708,8 @@ def classification_activation(config, modality: str) -> str:
         return "sigmoid"
     if modality != "image" or problem == "single_label_classification" or labels > 1:
         return "softmax"
-    return str(getattr(config, "function_to_apply", "none")).lower()
+    chosen = str(getattr(config, "function_to_apply", "none")).lower()
+    return chosen if chosen in ("softmax", "sigmoid", "none") else "none"
 
 
 def _find(root: nn.Module, path: str, what: str, owner: str):
