@@ -361,12 +361,6 @@ def _prompt_chunk_relevance(
     return relevance / scale
 
 
-def _relevance_as_tokens(adapter: FamilyAdapter, relevance: torch.Tensor, pixels: PixelInputs) -> torch.Tensor:
-    """[batch, prompts, tokens] from the reduction's [sequences, prompts, keys], as the adapter lays it out
-    (`FamilyAdapter.attention_relevance_to_tokens`: the identity where each input is one sequence)."""
-    return adapter.attention_relevance_to_tokens(relevance, pixels)
-
-
 def layer_relevance(
     adapter: FamilyAdapter,
     capture: TrunkCapture,
@@ -422,5 +416,6 @@ def layer_relevance(
                     readout = None  # this chunk's readout graph is freed before the next chunk's is built
             relevance = torch.cat(chunks, dim=1)
         del readout, state, handle, readout_of  # the block's local graph is freed before the next block's
-        per_layer.append(_relevance_as_tokens(adapter, relevance, pixels).to(directions.device))
+        # [sequences, prompts, keys] -> [batch, prompts, tokens] (the identity where each input is one sequence)
+        per_layer.append(adapter.attention_relevance_to_tokens(relevance, pixels).to(directions.device))
     return torch.stack(per_layer, dim=2)
