@@ -92,6 +92,14 @@ def assert_raw_maps_match(ours, reference, tolerance=RAW_TOLERANCE):
     )
 
 
+def assert_raw_close(ours: torch.Tensor, reference: torch.Tensor, tolerance: float = 1e-3) -> None:
+    """Raw values equal within `tolerance`, relative and of the reference's largest absolute value: the family
+    tests' comparison of maps and relevance with their reference implementations."""
+    assert ours.shape == reference.shape, (ours.shape, reference.shape)
+    assert reference.abs().max() > 0, "the reference is all zero: the comparison would prove nothing"
+    torch.testing.assert_close(ours, reference, rtol=tolerance, atol=tolerance * float(reference.abs().max()))
+
+
 def assert_heatmaps_are_normalized_grid_maps(heatmaps, grid_maps):
     """Each heatmap [B, K, H, W] is its grid map upsampled bilinearly and min-max normalized (one size per batch).
 
@@ -103,6 +111,13 @@ def assert_heatmaps_are_normalized_grid_maps(heatmaps, grid_maps):
     assert heatmaps.amax(dim=(-2, -1))[varies].eq(1).all() and heatmaps.amin(dim=(-2, -1))[varies].eq(0).all()
     assert heatmaps[~varies].eq(0).all()
     return varies
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-map Pearson correlation of [batch, maps, ...] maps (float64)."""
+    a, b = a.flatten(2).double(), b.flatten(2).double()
+    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
 
 
 def placed_at_patch_centres(grid_maps, size, geometry):

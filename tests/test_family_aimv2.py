@@ -21,6 +21,7 @@ from transformers_legrad.cli import main
 
 from reference_aimv2 import aimv2_head, reference_grid_maps, reference_text_relevance, vision_tower
 from test_engine import assert_same_state, model_state
+from test_exact import assert_raw_close
 from tiny_aimv2 import make_aimv2, make_aimv2_vision
 from tiny_models import IMAGE_SIZE, NUM_LAYERS, PROJECTION_DIM, random_image
 
@@ -78,11 +79,6 @@ def explain(name: str, count: int, **kwargs):
     return explainer.explain(images=images(), directions=directions, **kwargs), directions
 
 
-def assert_matches(ours: torch.Tensor, ref: torch.Tensor) -> None:
-    assert ref.abs().max() > 0, "the reference map is all zero"
-    torch.testing.assert_close(ours, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()))
-
-
 # --- the adapters and the reference --------------------------------------------------------------------------------
 def test_each_class_gets_its_aimv2_adapter():
     assert type(adapter_for(tiny("dual").model)) is Aimv2Adapter
@@ -112,10 +108,10 @@ def test_grid_maps_equal_the_reference(name, layers, count):
     out, directions = explain(name, count, layers=spec, return_layer_maps=True)
     ref = reference_grid_maps(tiny(name).model, pixel_values(name, images()), directions, indices)
     assert out.grid_maps.shape == (2, count, 6, 6) and out.explained_layers == indices
-    assert_matches(out.grid_maps, ref)
+    assert_raw_close(out.grid_maps, ref)
     assert out.layer_maps.shape == (2, count, len(indices), 6, 6)
     for position, layer in enumerate(indices):
-        assert_matches(
+        assert_raw_close(
             out.layer_maps[:, :, position],
             reference_grid_maps(tiny(name).model, pixel_values(name, images()), directions, [layer]),
         )
@@ -129,7 +125,7 @@ def test_the_head_reads_the_normalized_tokens_not_the_raw_ones(name):
         tiny(name).model, pixel_values(name, images()), directions, list(range(NUM_LAYERS)), raw_tokens=True
     )
     with pytest.raises(AssertionError):
-        assert_matches(out.grid_maps, raw)
+        assert_raw_close(out.grid_maps, raw)
 
 
 @pytest.mark.parametrize("name", ["dual", "vision_head", "vision_no_head"])
@@ -141,7 +137,7 @@ def test_model_score_equals_the_reference(name):
     ref = reference_grid_maps(
         tiny(name).model, pixel_values(name, images()), directions, list(range(NUM_LAYERS)), score="model"
     )
-    assert_matches(out.grid_maps, ref)
+    assert_raw_close(out.grid_maps, ref)
     legrad = LeGradExplainer(tiny(name).model, tiny(name).processor, layers="all").explain(images=images(), **given)
     if name == "vision_no_head":  # the token-mean readout differs from the model's mean of normalized tokens
         assert not torch.allclose(out.grid_maps, legrad.grid_maps)
@@ -206,7 +202,7 @@ def test_native_resolution_towers_take_any_size_and_equal_the_reference(height, 
         **adapter_for(tiny(name).model).processor_size_kwargs(tiny(name).processor, (height, width)),
     )["pixel_values"]
     assert tuple(pixels.shape[-2:]) == (height, width)
-    assert_matches(out.grid_maps, reference_grid_maps(tiny(name).model, pixels, directions, list(range(NUM_LAYERS))))
+    assert_raw_close(out.grid_maps, reference_grid_maps(tiny(name).model, pixels, directions, list(range(NUM_LAYERS))))
 
 
 @pytest.mark.parametrize("name", ["dual", "vision_head"])
@@ -236,7 +232,7 @@ def test_text_relevance_equals_the_reference():
         model, encoded["input_ids"], encoded["attention_mask"], embeds, out.explained_text_layers
     )
     assert out.text_relevance.shape == (2, len(PROMPTS), encoded["input_ids"].shape[1])
-    assert_matches(out.text_relevance, ref)
+    assert_raw_close(out.text_relevance, ref)
     assert (out.text_relevance[:, ~encoded["attention_mask"].bool()] == 0).all()
     assert [token.text for token in out.text_tokens[1] if not token.special] == PROMPTS[1].split()
 
@@ -266,7 +262,7 @@ def test_unpadded_prompts_stay_causal_under_every_attention(implementation):
             model.get_image_features(pixel_values=pixel_values("dual", images())).pooler_output, dim=-1
         )
     ref = reference_text_relevance(model, encoded["input_ids"], encoded["attention_mask"], embeds, [0, 1])
-    assert_matches(out.text_relevance, ref)
+    assert_raw_close(out.text_relevance, ref)
 
 
 # --- precision and side effects ------------------------------------------------------------------------------------

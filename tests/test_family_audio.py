@@ -27,7 +27,7 @@ import tiny_audio
 import tiny_models
 from reference_audio import reference_layer_maps
 from test_engine import assert_same_state, model_state
-from test_exact import assert_raw_maps_match, placed_at_patch_centres
+from test_exact import assert_raw_maps_match, pearson, placed_at_patch_centres
 from tiny_audio import FRAMES, MEL_BINS, NUM_LAYERS, SAMPLING_RATE, samples_for_frames
 
 LAYER_CASES = {
@@ -54,12 +54,6 @@ def clips(frames=CLIP_FRAMES, seed: int = 0) -> list[np.ndarray]:
 
 def features(tiny, waves) -> torch.Tensor:
     return tiny.processor(waves, sampling_rate=SAMPLING_RATE, return_tensors="pt")["input_values"]
-
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a, b = a.flatten(2).double(), b.flatten(2).double()
-    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
-    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
 
 
 def test_registry_gives_the_audio_adapter(ast):

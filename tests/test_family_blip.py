@@ -22,6 +22,7 @@ from transformers_legrad.cli import main
 
 import tiny_blip
 from reference_blip import reference_grid_maps, vision_states
+from test_exact import assert_raw_close
 from tiny_blip import NUM_LAYERS
 from tiny_models import IMAGE_SIZE, PROJECTION_DIM, random_image
 
@@ -68,12 +69,6 @@ def reference(tiny, pixel_values, prompts, layers, readout):
         input_ids=encoded["input_ids"],
         attention_mask=encoded["attention_mask"],
     )
-
-
-def assert_raw_close(ours: torch.Tensor, expected: torch.Tensor) -> None:
-    assert expected.abs().sum() > 0, "the reference map is all zero: the comparison would prove nothing"
-    assert ours.shape == expected.shape, (ours.shape, expected.shape)
-    torch.testing.assert_close(ours, expected, rtol=1e-3, atol=1e-3 * expected.abs().max().item())
 
 
 # --- the family ------------------------------------------------------------------------------------------------

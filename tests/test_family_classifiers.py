@@ -24,6 +24,7 @@ from transformers_legrad.adapters.dinov2_registers import Dinov2WithRegistersCla
 import tiny_classifiers
 from reference_classifiers import reference_layer_maps
 from test_engine import assert_same_state, model_state
+from test_exact import assert_raw_close, pearson
 from tiny_classifiers import NUM_REGISTERS
 from tiny_models import NUM_LAYERS, random_image
 
@@ -65,19 +66,6 @@ def processed(tiny, count: int = 2) -> torch.Tensor:
     """The processor's pixel values [count, 3, 48, 48] for random images."""
     images = [random_image(seed) for seed in range(count)]
     return tiny.processor(images=images, return_tensors="pt")["pixel_values"]
-
-
-def assert_raw_close(ours: torch.Tensor, reference: torch.Tensor, tolerance: float = 1e-3) -> None:
-    assert ours.shape == reference.shape, (ours.shape, reference.shape)
-    assert reference.abs().max() > 0, "the reference map is all zero: the comparison would prove nothing"
-    torch.testing.assert_close(ours, reference, rtol=tolerance, atol=tolerance * reference.abs().max().item())
-
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-map Pearson correlation of [batch, targets, h, w] maps."""
-    a, b = a.flatten(2).double(), b.flatten(2).double()
-    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
-    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -26,6 +26,7 @@ from transformers_legrad.cli import main
 
 import tiny_clip_layout
 from reference_clip_layout import reference_grid_maps
+from test_exact import assert_raw_close
 from tiny_models import IMAGE_SIZE, NUM_LAYERS, PROJECTION_DIM, random_image
 
 FAMILIES = {  # fixture -> (class, adapter family, whether it has a text tower)
@@ -74,12 +75,6 @@ def pixels_of(tiny, count: int = 2) -> torch.Tensor:
 
 def random_embeds(count: int, seed: int) -> torch.Tensor:
     return torch.randn(count, PROJECTION_DIM, generator=torch.Generator().manual_seed(seed))
-
-
-def assert_raw_close(ours: torch.Tensor, reference: torch.Tensor) -> None:
-    assert reference.abs().sum() > 0, "the reference map is all zero: the comparison would prove nothing"
-    assert ours.shape == reference.shape, (ours.shape, reference.shape)
-    torch.testing.assert_close(ours, reference, rtol=1e-3, atol=1e-3 * reference.abs().max().item())
 
 
 def model_outputs(tiny, prompts, images):

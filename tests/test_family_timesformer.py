@@ -23,9 +23,9 @@ from transformers_legrad.adapters.timesformer import TimesformerClassifierAdapte
 import tiny_timesformer
 from reference_timesformer import layer_logits, reference_layer_maps
 from test_engine import assert_same_state, model_state
-from test_exact import assert_raw_maps_match
+from test_exact import assert_raw_maps_match, pearson
 from tiny_timesformer import NUM_LAYERS
-from tiny_video import FRAME_SIZE, NUM_FRAMES, random_clip
+from tiny_video import FRAME_SIZE, NUM_FRAMES, clips_pixels, random_clip
 
 ATTENTIONS = ["spatial", "temporal"]
 LAYER_CASES = {
@@ -38,19 +38,6 @@ GRID = (NUM_FRAMES, FRAME_SIZE // 8, FRAME_SIZE // 8)
 @pytest.fixture(scope="module")
 def timesformer():
     return tiny_timesformer.make_timesformer()
-
-
-def clips_pixels(tiny, count: int = 2, frames: int = NUM_FRAMES) -> torch.Tensor:
-    """The processor's pixel values [count, frames, 3, 32, 32] for random clips."""
-    clips = [random_clip(seed, frames) for seed in range(count)]
-    return tiny.processor(clips, return_tensors="pt")["pixel_values"]
-
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-map Pearson correlation of [batch, targets, ...] maps."""
-    a, b = a.flatten(2).double(), b.flatten(2).double()
-    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
-    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
 
 
 def test_the_class_has_its_adapter(timesformer):

@@ -30,6 +30,7 @@ from transformers_legrad.adapters.timm_wrapper import TimmBackboneAdapter, TimmC
 
 from reference_timm import reference_layer_maps  # noqa: E402
 from test_engine import assert_same_state, model_state  # noqa: E402
+from test_exact import assert_raw_close, pearson  # noqa: E402
 from tiny_models import LABELS, NUM_LAYERS, random_image  # noqa: E402
 from tiny_timm import NUM_REGISTERS, TIMM_MODELS, make_timm  # noqa: E402
 
@@ -65,19 +66,6 @@ def targets_for(name: str, count: int, batch: int = 2, seed: int = 0) -> tuple[d
         return {"directions": raw}, F.normalize(raw, dim=-1).expand(batch, -1, -1)
     ids = torch.randperm(len(LABELS), generator=generator)[:count].repeat(batch, 1)
     return {"targets": ids}, F.one_hot(ids, len(LABELS)).float()
-
-
-def assert_raw_close(ours: torch.Tensor, reference: torch.Tensor, tolerance: float = 1e-3) -> None:
-    assert ours.shape == reference.shape, (ours.shape, reference.shape)
-    assert reference.abs().max() > 0, "the reference map is all zero: the comparison would prove nothing"
-    torch.testing.assert_close(ours, reference, rtol=tolerance, atol=tolerance * reference.abs().max().item())
-
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-map Pearson correlation of [batch, targets, h, w] maps."""
-    a, b = a.flatten(2).double(), b.flatten(2).double()
-    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
-    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
 
 
 # --- exact maps ------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from transformers_legrad.videos import as_videos, is_one_clip
 import tiny_video
 from reference_video import layer_logits, reference_layer_maps
 from test_engine import assert_same_state, model_state
-from test_exact import assert_raw_maps_match, placed_at_patch_centres
+from test_exact import assert_raw_maps_match, pearson, placed_at_patch_centres
 from tiny_models import make_vit, random_image
 from tiny_video import (
     FRAME_SIZE,
@@ -37,6 +37,7 @@ from tiny_video import (
     SQUARE_PATCH,
     SQUARE_SIZE,
     brightness_vivit,
+    clips_pixels,
     moving_square,
     random_clip,
 )
@@ -67,19 +68,6 @@ def videomae_first_token():
 @pytest.fixture(scope="module")
 def vivit():
     return tiny_video.make_vivit()
-
-
-def clips_pixels(tiny, count: int = 2, frames: int = NUM_FRAMES) -> torch.Tensor:
-    """The processor's pixel values [count, frames, 3, 32, 32] for random clips."""
-    clips = [random_clip(seed, frames) for seed in range(count)]
-    return tiny.processor(clips, return_tensors="pt")["pixel_values"]
-
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-map Pearson correlation of [batch, targets, ...] maps."""
-    a, b = a.flatten(2).double(), b.flatten(2).double()
-    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
-    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -18,19 +18,13 @@ from test_exact import (
     assert_raw_maps_match,
     embedding_dim,
     explain_kwargs,
+    pearson,
     pixel_inputs,
     random_embeds,
 )
 from tiny_models import NUM_LAYERS, random_image
 
 PROMPTS = ["a photo of a red circle", "a photo of a cat", "a blue dog"]
-
-
-def pearson(a, b):
-    """Per-map Pearson correlation of [batch, prompts, H, W] maps."""
-    a, b = a.flatten(2).double(), b.flatten(2).double()
-    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
-    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
 
 
 def prompts_or_targets(family):

@@ -28,6 +28,7 @@ from transformers import (
 from tiny_models import LABELS, Tiny, _build, _round_trip
 
 __all__ = [
+    "clips_pixels",
     "FRAME_SIZE",
     "NUM_FRAMES",
     "NUM_LAYERS",
@@ -100,6 +101,12 @@ def random_clip(seed: int, frames: int = NUM_FRAMES, size: tuple[int, int] = (40
     rng = np.random.default_rng(seed)
     width, height = size
     return [Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)) for _ in range(frames)]
+
+
+def clips_pixels(tiny: Tiny, count: int = 2, frames: int = NUM_FRAMES) -> torch.Tensor:
+    """The processor's pixel values [count, frames, 3, 32, 32] for `count` random clips."""
+    clips = [random_clip(seed, frames) for seed in range(count)]
+    return tiny.processor(clips, return_tensors="pt")["pixel_values"]
 
 
 # --- a known answer: a bright square moving through noise ---------------------------------------------------------
