@@ -23,10 +23,10 @@ map.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
 
+from . import geometry
 from .adapters import PixelInputs
 
 #: The box index (and query index) of a padding map.
@@ -156,11 +156,7 @@ def boxes_in_original_image(
     height, width = processed_size
     relative = boxes.float() / torch.tensor([width, height, width, height], dtype=torch.float32)
     center = torch.cat([(relative[:, :2] + relative[:, 2:]) / 2, relative[:, 2:] - relative[:, :2]], dim=-1)
-    outputs = SimpleNamespace(logits=torch.zeros(1, len(boxes), 1), pred_boxes=center.unsqueeze(0))
-    result = image_processor.post_process_object_detection(
-        outputs, threshold=-1.0, target_sizes=torch.tensor([original_size])
-    )[0]
-    return result["boxes"].float()
+    return geometry.detector_boxes_on_original(image_processor, center, original_size)
 
 
 def detection_request(

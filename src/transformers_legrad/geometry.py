@@ -52,12 +52,22 @@ def _region_of_detection_processor(image_processor, width: int, height: int) -> 
     """A detector's processor maps its boxes back with `post_process_object_detection`: the region the processed
     image shows is where that puts the box covering all of it (OWLv2's, which pads the image to a square before
     resizing, puts it past the image's bottom or right edge)."""
-    whole = SimpleNamespace(logits=torch.zeros(1, 1, 1), pred_boxes=torch.tensor([[[0.5, 0.5, 1.0, 1.0]]]))
-    result = image_processor.post_process_object_detection(
-        whole, threshold=-1.0, target_sizes=torch.tensor([[height, width]])
-    )[0]
-    left, top, right, bottom = (float(v) for v in result["boxes"][0])
+    whole = torch.tensor([[0.5, 0.5, 1.0, 1.0]])
+    left, top, right, bottom = detector_boxes_on_original(image_processor, whole, (height, width))[0].tolist()
     return left, top, right, bottom
+
+
+def detector_boxes_on_original(
+    image_processor, center_boxes: torch.Tensor, original_size: tuple[int, int]
+) -> torch.Tensor:
+    """Boxes of the processed image, relative (center x, center y, width, height) [boxes, 4], in the original
+    image's pixels as float32 (xmin, ymin, xmax, ymax), mapped by the detector processor's own
+    `post_process_object_detection` (as its `zero-shot-object-detection` pipeline maps them)."""
+    outputs = SimpleNamespace(logits=torch.zeros(1, len(center_boxes), 1), pred_boxes=center_boxes.float()[None])
+    result = image_processor.post_process_object_detection(
+        outputs, threshold=-1.0, target_sizes=torch.tensor([original_size])
+    )[0]
+    return result["boxes"].float()
 
 
 def heatmap_on_original(
